@@ -1,0 +1,32 @@
+-- cancel.lua: HELD -> CANCELLED, units back to the sale at once.
+-- Runs after hold_lib.lua (KEYS[1..6] are the store's keys described there).
+--
+-- KEYS[7]  hold:<order>      KEYS[8]  hold:<order>:ttl
+-- ARGV[1]  order id          ARGV[2]  user id of the caller
+-- ARGV[3]  '1' when the caller is an ADMIN (may cancel anyone's hold), else '0'
+-- ARGV[4]  retention of a finished hold (ms)
+--
+-- Replies:
+--   {'CANCELLED'}         released now
+--   {'ALREADY'}           cancelled before; nothing changed
+--   {'NOT_FOUND'}         no such hold, or someone else's and the caller is no ADMIN
+--   {'INVALID', status}   CONFIRMED or EXPIRED: nothing changed
+
+local hold_key, marker_key = KEYS[7], KEYS[8]
+local order_id, user, is_admin = ARGV[1], ARGV[2], ARGV[3] == '1'
+local retention_ms = tonumber(ARGV[4])
+
+local status, owner = unpack(redis.call('HMGET', hold_key, 'status', 'user'))
+if not status or (owner ~= user and not is_admin) then
+  return { 'NOT_FOUND' }
+end
+if status == 'CANCELLED' then
+  return { 'ALREADY' }
+end
+if status ~= 'HELD' then
+  return { 'INVALID', status }
+end
+
+release(order_id, hold_key, 'CANCELLED', now_ms(), retention_ms)
+redis.call('DEL', marker_key)
+return { 'CANCELLED' }

@@ -1,0 +1,45 @@
+//! argon2id password hashes, computed off the async runtime (they cost milliseconds of CPU).
+
+use std::sync::LazyLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+
+use crate::domain::Password;
+
+/// A hash of nothing anyone knows: verifying against it makes a login for an unknown
+/// email cost what a login for a known one costs.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    Argon2::default()
+        .hash_password(uuid::Uuid::new_v4().as_bytes())
+        .expect("argon2 hashes a fixed-size input")
+        .to_string()
+});
+
+pub async fn hash_password(password: &Password) -> anyhow::Result<String> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        Ok(Argon2::default()
+            .hash_password(password.expose().as_bytes())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
+            .to_string())
+    })
+    .await?
+}
+
+/// Verifies `password` against `stored`, or against a dummy hash when there is no user,
+/// so both paths take the same time. True only for a real match.
+pub async fn verify_password(password: &str, stored: Option<String>) -> anyhow::Result<bool> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(known && matches)
+    })
+    .await?
+}

@@ -1,0 +1,166 @@
+//! Every setting of the service: one flag each, each with an environment fallback.
+//! The README's settings table mirrors this file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashstock",
+    version,
+    about = "Flash-sale inventory that never oversells"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP/GraphQL service with its expiry listener, sweeper and flusher.
+    Serve {
+        /// Do not apply pending migrations on start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Create the database if needed and apply pending migrations.
+    Migrate,
+    /// Load the demo stores, products and users (idempotent).
+    Seed,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(value)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// MySQL/MariaDB connection URL; the database is created when missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/flashstock",
+        global = true
+    )]
+    pub database_url: String,
+    /// Redis connection URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen_addr: SocketAddr,
+    /// HS256 signing secret for tokens, at least 32 bytes. Required by `serve`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// How long a login token is valid.
+    #[arg(long, env = "TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
+    pub token_ttl: Duration,
+    /// How long a hold keeps its units before they return to the sale.
+    #[arg(long, env = "HOLD_TTL", default_value = "10m", value_parser = duration, global = true)]
+    pub hold_ttl: Duration,
+    /// How often the sweeper releases due holds.
+    #[arg(long, env = "SWEEP_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
+    pub sweep_interval: Duration,
+    /// Most holds one sweep script releases per store.
+    #[arg(long, env = "SWEEP_BATCH", default_value_t = 500, global = true)]
+    pub sweep_batch: usize,
+    /// Prefix of every Redis key; no braces (they would break the store hash tag).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "fs", global = true)]
+    pub redis_key_prefix: String,
+    /// Enable `notify-keyspace-events Ex` with CONFIG SET when it is off.
+    #[arg(long, env = "REDIS_CONFIGURE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub redis_configure_notifications: bool,
+    /// Largest quantity of one product in one order.
+    #[arg(long, env = "MAX_LINE_QUANTITY", default_value_t = 1000, global = true)]
+    pub max_line_quantity: u32,
+    /// Most distinct products in one order.
+    #[arg(long, env = "MAX_ORDER_LINES", default_value_t = 50, global = true)]
+    pub max_order_lines: usize,
+    /// How long an idempotency key keeps naming its order.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration, global = true)]
+    pub idempotency_ttl: Duration,
+    /// How long a finished hold stays readable in Redis (MySQL keeps it for good).
+    #[arg(long, env = "HOLD_RETENTION", default_value = "24h", value_parser = duration, global = true)]
+    pub hold_retention: Duration,
+    /// Most outbox events written to MySQL in one transaction.
+    #[arg(long, env = "FLUSH_BATCH", default_value_t = 500, global = true)]
+    pub flush_batch: usize,
+    /// Outbox entries pending this long on a silent consumer are claimed by another.
+    #[arg(long, env = "FLUSH_CLAIM_IDLE", default_value = "30s", value_parser = duration, global = true)]
+    pub flush_claim_idle: Duration,
+    /// Name of this instance's outbox consumer; defaults to host name and process id.
+    #[arg(long, env = "FLUSH_CONSUMER", global = true)]
+    pub flush_consumer: Option<String>,
+    /// Largest request body in bytes (413 beyond it).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_body_bytes: usize,
+    /// Time limit for one HTTP request.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    pub request_timeout: Duration,
+    /// Deepest GraphQL query accepted.
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub graphql_max_depth: usize,
+    /// Highest GraphQL query complexity accepted.
+    #[arg(
+        long,
+        env = "GRAPHQL_MAX_COMPLEXITY",
+        default_value_t = 500,
+        global = true
+    )]
+    pub graphql_max_complexity: usize,
+    /// Most operations in one batched GraphQL request.
+    #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value_t = 10, global = true)]
+    pub graphql_max_batch: usize,
+    /// Serve schema introspection (GraphiQL needs it).
+    #[arg(long, env = "GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub graphql_introspection: bool,
+    /// Failed logins allowed per email and per client address within LOGIN_WINDOW.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10, global = true)]
+    pub login_max_failures: u32,
+    /// Window over which failed logins are counted.
+    #[arg(long, env = "LOGIN_WINDOW", default_value = "15m", value_parser = duration, global = true)]
+    pub login_window: Duration,
+    /// Longest wait for in-flight requests and workers on shutdown.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The signing secret, refusing to go on without a strong one.
+    pub fn require_jwt_secret(&self) -> anyhow::Result<&str> {
+        match self.jwt_secret.as_deref() {
+            Some(secret) if secret.len() >= 32 => Ok(secret),
+            Some(_) => anyhow::bail!("JWT_SECRET must be at least 32 bytes"),
+            None => anyhow::bail!("JWT_SECRET is required (at least 32 bytes)"),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
+            anyhow::bail!("REDIS_KEY_PREFIX must be non-empty and contain no braces");
+        }
+        if self.hold_ttl < Duration::from_millis(100) {
+            anyhow::bail!("HOLD_TTL must be at least 100ms");
+        }
+        if self.max_line_quantity == 0 || self.max_order_lines == 0 {
+            anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+//! The state every request and worker shares. Cheap to clone: handles, not data.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+
+use crate::auth::{LoginLimiter, TokenKeys};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::db::Db;
+use crate::hold::HoldEngine;
+use crate::orders::LockLimits;
+
+#[derive(Clone)]
+pub struct AppContext {
+    pub config: Arc<Config>,
+    pub db: Db,
+    /// Multiplexed, reconnecting connection for request-path commands and scripts.
+    pub redis: ConnectionManager,
+    /// Dedicated connections for blocking commands (stream reads), never the shared one.
+    pub redis_pool: deadpool_redis::Pool,
+    pub engine: HoldEngine,
+    pub catalog: Arc<Catalog>,
+    pub tokens: Arc<TokenKeys>,
+    pub login_limiter: LoginLimiter,
+}
+
+impl AppContext {
+    pub fn lock_context(&self) -> crate::orders::lock::LockContext<'_> {
+        crate::orders::lock::LockContext {
+            db: &self.db,
+            engine: &self.engine,
+            catalog: &self.catalog,
+            limits: LockLimits {
+                max_line_quantity: self.config.max_line_quantity,
+                max_order_lines: self.config.max_order_lines,
+            },
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Redis key layout. Every key of a store carries the hash tag `{store:<id>}`, so each
+//! script touches a single Redis Cluster slot; the only global key is the set of stores.
+
+use crate::domain::{OrderId, StoreId, UserId};
+
+#[derive(Debug, Clone)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+/// The six keys every hold script takes first (see `lua/hold_lib.lua`).
+#[derive(Debug, Clone)]
+pub struct StoreKeys {
+    pub stock: String,
+    pub held: String,
+    pub sold: String,
+    pub bought: String,
+    pub deadlines: String,
+    pub outbox: String,
+}
+
+impl StoreKeys {
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.stock,
+            &self.held,
+            &self.sold,
+            &self.bought,
+            &self.deadlines,
+            &self.outbox,
+        ]
+    }
+}
+
+impl KeySpace {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn store_key(&self, store: StoreId, name: &str) -> String {
+        format!("{}:{{store:{}}}:{}", self.prefix, store, name)
+    }
+
+    pub fn store(&self, store: StoreId) -> StoreKeys {
+        StoreKeys {
+            stock: self.store_key(store, "stock"),
+            held: self.store_key(store, "held"),
+            sold: self.store_key(store, "sold"),
+            bought: self.store_key(store, "bought"),
+            deadlines: self.store_key(store, "deadlines"),
+            outbox: self.store_key(store, "outbox"),
+        }
+    }
+
+    pub fn hold(&self, order: OrderId) -> String {
+        self.store_key(order.store, &format!("hold:{}", order.uuid))
+    }
+
+    /// The empty key whose expiry is the fast signal that a hold is due.
+    pub fn hold_marker(&self, order: OrderId) -> String {
+        format!("{}:ttl", self.hold(order))
+    }
+
+    /// Reverses `hold_marker` for a key named in an expiry notification.
+    pub fn order_of_marker(&self, key: &str) -> Option<OrderId> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{store:")?;
+        let (store, rest) = rest.split_once("}:hold:")?;
+        let uuid = rest.strip_suffix(":ttl")?;
+        OrderId::parse(&format!("{store}-{uuid}"))
+    }
+
+    pub fn idempotency(&self, store: StoreId, user: UserId, key: &str) -> String {
+        self.store_key(store, &format!("idem:{user}:{key}"))
+    }
+
+    /// Stores with stock in Redis: how the sweeper and flusher find their work without SCAN.
+    pub fn stores(&self) -> String {
+        format!("{}:stores", self.prefix)
+    }
+
+    /// Failed-login counters (see `auth::login_limit`).
+    pub fn login_failures(&self, scope: &str, subject: &str) -> String {
+        format!("{}:login-failures:{scope}:{subject}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_share_one_hash_tag() {
+        let keys = KeySpace::new("fs");
+        let order = OrderId::new(StoreId(7));
+        assert_eq!(keys.store(StoreId(7)).stock, "fs:{store:7}:stock");
+        assert!(keys.hold(order).starts_with("fs:{store:7}:hold:"));
+        assert!(
+            keys.idempotency(StoreId(7), UserId(3), "k{x}")
+                .starts_with("fs:{store:7}:")
+        );
+    }
+
+    #[test]
+    fn marker_keys_lead_back_to_their_order() {
+        let keys = KeySpace::new("fs");
+        let order = OrderId::new(StoreId(12));
+        assert_eq!(keys.order_of_marker(&keys.hold_marker(order)), Some(order));
+        assert_eq!(keys.order_of_marker(&keys.hold(order)), None);
+        assert_eq!(
+            KeySpace::new("other").order_of_marker(&keys.hold_marker(order)),
+            None
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The hold engine: the Rust side of the Lua scripts in `lua/`. Every change to stock or
+//! to a hold's state is one script, run atomically by Redis; nothing here reads stock and
+//! then writes it.
+
+mod engine;
+mod keys;
+mod record;
+mod scripts;
+
+pub use engine::{
+    CancelOutcome, ConfirmOutcome, HoldEngine, LockOutcome, LockRequest, RequestedLine,
+};
+pub use keys::KeySpace;
+pub use record::{Hold, HoldLine};

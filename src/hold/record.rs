@@ -1,0 +1,122 @@
+//! A hold as Redis stores it (a HASH) and as the outbox carries it (a stream entry with
+//! the same fields).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::domain::{IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldLine {
+    pub product: ProductId,
+    pub quantity: u32,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub id: OrderId,
+    pub user: UserId,
+    pub status: OrderStatus,
+    pub lines: Vec<HoldLine>,
+    pub total_cents: i64,
+    pub created_at: DateTime<Utc>,
+    pub held_until: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub payment_reference: Option<PaymentReference>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// 1 while HELD, 2 once terminal: the flusher never lets a lower version win.
+    pub version: u32,
+}
+
+fn millis(raw: &str) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(raw.parse().ok()?).single()
+}
+
+fn decode_lines(raw: &str) -> Option<Vec<HoldLine>> {
+    raw.split(',')
+        .map(|line| {
+            let mut parts = line.split(':');
+            let line = HoldLine {
+                product: ProductId::parse(parts.next()?)?,
+                quantity: parts.next()?.parse().ok()?,
+                unit_price_cents: parts.next()?.parse().ok()?,
+            };
+            parts.next().is_none().then_some(line)
+        })
+        .collect()
+}
+
+impl Hold {
+    /// Parses the fields written by the scripts; `None` when the hash is absent or damaged.
+    pub fn from_fields(id: OrderId, fields: &HashMap<String, String>) -> Option<Self> {
+        let get = |name: &str| {
+            fields
+                .get(name)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        Some(Self {
+            id,
+            user: UserId::parse(get("user")?)?,
+            status: OrderStatus::parse(get("status")?)?,
+            lines: decode_lines(get("lines")?)?,
+            total_cents: get("total")?.parse().ok()?,
+            created_at: millis(get("created")?)?,
+            held_until: millis(get("held_until")?)?,
+            confirmed_at: get("confirmed").and_then(millis),
+            finished_at: get("finished").and_then(millis),
+            payment_reference: get("payment_ref").and_then(PaymentReference::parse),
+            idempotency_key: get("idem").and_then(IdempotencyKey::parse),
+            version: get("version")?.parse().ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::StoreId;
+
+    fn encode_lines(lines: &[HoldLine]) -> String {
+        lines
+            .iter()
+            .map(|l| format!("{}:{}:{}", l.product, l.quantity, l.unit_price_cents))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn fields_written_by_the_lock_script_parse() {
+        let id = OrderId::new(StoreId(1));
+        let fields: HashMap<String, String> = [
+            ("user", "5"),
+            ("store", "1"),
+            ("lines", "3:2:1999,4:1:500"),
+            ("total", "4498"),
+            ("status", "HELD"),
+            ("created", "1763900000000"),
+            ("held_until", "1763900600000"),
+            ("idem", ""),
+            ("version", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let hold = Hold::from_fields(id, &fields).unwrap();
+        assert_eq!(hold.lines.len(), 2);
+        assert_eq!(
+            hold.lines[0],
+            HoldLine {
+                product: ProductId(3),
+                quantity: 2,
+                unit_price_cents: 1999
+            }
+        );
+        assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:1:500");
+        assert!(hold.idempotency_key.is_none());
+        assert_eq!(hold.status, OrderStatus::Held);
+    }
+}

@@ -1,0 +1,59 @@
+//! Business failures, returned in a payload's `errors` list (HTTP 200, `order: null`).
+
+use async_graphql::{Enum, ID, SimpleObject};
+
+use crate::domain::ProductId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum OrderErrorCode {
+    EmptyOrder,
+    TooManyLines,
+    InvalidQuantity,
+    ProductNotFound,
+    MixedStores,
+    InsufficientStock,
+    LimitExceeded,
+    OrderNotFound,
+    HoldExpired,
+    InvalidState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
+pub struct OrderError {
+    pub code: OrderErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+    pub product_id: Option<ID>,
+    pub available: Option<i64>,
+}
+
+impl OrderError {
+    pub fn new(code: OrderErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+            product_id: None,
+            available: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_product(mut self, product: ProductId) -> Self {
+        self.product_id = Some(ID(product.to_string()));
+        self
+    }
+
+    pub fn with_available(mut self, available: i64) -> Self {
+        self.available = Some(available);
+        self
+    }
+
+    pub fn order_not_found() -> Self {
+        Self::new(OrderErrorCode::OrderNotFound, "order not found").with_field("orderId")
+    }
+}

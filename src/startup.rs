@@ -1,0 +1,170 @@
+//! Builds the application from its config and runs it until told to stop. Tests start
+//! the real thing through here, on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{LoginLimiter, TokenKeys};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::context::AppContext;
+use crate::db;
+use crate::graphql::{AppSchema, SchemaLimits, build_schema};
+use crate::hold::{HoldEngine, KeySpace};
+use crate::http::{HttpState, router};
+
+pub struct Application {
+    listener: TcpListener,
+    app: AppContext,
+    schema: AppSchema,
+}
+
+impl Application {
+    /// Connects to MySQL (creating the database and applying migrations when `migrate`)
+    /// and Redis, seeds Redis stock for every product, and binds the listener.
+    pub async fn build(config: Config, migrate: bool) -> anyhow::Result<Self> {
+        config.validate()?;
+        let secret = config.require_jwt_secret()?.to_owned();
+        let db = if migrate {
+            let db = db::connect(&config.database_url).await?;
+            db::migrate(&db).await?;
+            db
+        } else {
+            db::connect_existing(&config.database_url).await?
+        };
+
+        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+        let redis = redis::aio::ConnectionManager::new(client)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        let redis_pool = deadpool_redis::Config::from_url(config.redis_url.as_str())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .context("cannot build the Redis pool")?;
+
+        let keys = KeySpace::new(config.redis_key_prefix.clone());
+        let engine = HoldEngine::new(
+            redis.clone(),
+            keys.clone(),
+            config.hold_ttl,
+            config.idempotency_ttl,
+            config.hold_retention,
+        );
+        let catalog = Arc::new(Catalog::new(db.clone(), engine.clone()));
+        let products = catalog.warm().await.context("cannot load the catalog")?;
+        tracing::info!(products, "catalog loaded; Redis stock seeded where absent");
+
+        let app = AppContext {
+            tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
+            login_limiter: LoginLimiter::new(
+                redis.clone(),
+                keys,
+                config.login_max_failures,
+                config.login_window,
+            ),
+            config: Arc::new(config),
+            db,
+            redis,
+            redis_pool,
+            engine,
+            catalog,
+        };
+        let schema = build_schema(
+            Some(app.clone()),
+            SchemaLimits {
+                max_depth: app.config.graphql_max_depth,
+                max_complexity: app.config.graphql_max_complexity,
+                introspection: app.config.graphql_introspection,
+            },
+        );
+        let listener = TcpListener::bind(app.config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", app.config.listen_addr))?;
+        Ok(Self {
+            listener,
+            app,
+            schema,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn context(&self) -> &AppContext {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish and stops the background workers, all within SHUTDOWN_TIMEOUT.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        crate::workers::spawn_all(&self.app, &stop, &mut tasks);
+
+        let service = router(HttpState {
+            app: self.app.clone(),
+            schema: self.schema,
+        })
+        .into_make_service_with_connect_info::<SocketAddr>();
+        let server_stop = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(self.listener, service)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            () = stop.cancelled() => {}
+        }
+        stop.cancel();
+        let deadline = self.app.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(?deadline, "shutdown timed out; aborting what is left");
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

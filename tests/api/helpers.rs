@@ -1,0 +1,354 @@
+//! The test harness: every test gets the real service on a random port, its own freshly
+//! migrated MySQL database and its own Redis key prefix, so tests run in parallel.
+
+#![allow(dead_code)] // each test module uses its own part of the harness
+
+use std::time::Duration;
+
+use clap::Parser;
+use flashstock::auth::{TokenKeys, Viewer};
+use flashstock::config::Cli;
+use flashstock::db::{self, Db, catalog::NewProduct};
+use flashstock::domain::{Email, ProductId, Role, StoreId, UserId};
+use flashstock::hold::KeySpace;
+use flashstock::startup::Application;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+/// The password of every user a test creates (hashed once per test binary).
+pub const PASSWORD: &str = "password123";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/flashstock".into())
+}
+
+/// The same server as DATABASE_URL, another database.
+pub fn database_url_for(name: &str) -> String {
+    let base = base_database_url();
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database path");
+    format!("{server}/{name}")
+}
+
+const HOW_TO_START: &str = "Redis and MariaDB must be running for the tests: run `scripts/services` \
+     (or `scripts/test`, which runs it first), or set REDIS_URL / DATABASE_URL.";
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub http: reqwest::Client,
+    pub db: Db,
+    pub db_name: String,
+    pub database_url: String,
+    pub redis: ConnectionManager,
+    pub keys: KeySpace,
+    pub tokens: TokenKeys,
+    pub catalog: std::sync::Arc<flashstock::catalog::Catalog>,
+    pub context: flashstock::context::AppContext,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Settings a test changes (flag names without `--`); the rest are the service's defaults.
+#[derive(Default)]
+pub struct TestOptions {
+    settings: Vec<(String, String)>,
+}
+
+impl TestOptions {
+    pub fn arg(mut self, name: &str, value: impl ToString) -> Self {
+        self.settings.push((name.to_owned(), value.to_string()));
+        self
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    let suffix = unique_suffix();
+    let db_name = format!("fs_test_{suffix}");
+    let prefix = format!("t{suffix}");
+    let database_url = database_url_for(&db_name);
+    let mut settings: std::collections::BTreeMap<String, String> = [
+        ("database-url", database_url.clone()),
+        ("redis-url", redis_url()),
+        ("listen-addr", "127.0.0.1:0".to_owned()),
+        ("jwt-secret", JWT_SECRET.to_owned()),
+        ("redis-key-prefix", prefix.clone()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    settings.extend(options.settings);
+    let mut args = vec!["flashstock".to_owned()];
+    args.extend(
+        settings
+            .iter()
+            .map(|(name, value)| format!("--{name}={value}")),
+    );
+    args.push("serve".to_owned());
+    let cli = Cli::try_parse_from(&args).expect("test arguments parse");
+    let config = cli.config;
+
+    let app = Application::build(config, true)
+        .await
+        .unwrap_or_else(|error| panic!("cannot start the service: {error:#}\n{HOW_TO_START}"));
+    let port = app.port();
+    let db = app.context().db.clone();
+    let redis = app.context().redis.clone();
+    let context = app.context().clone();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("service runs");
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        db,
+        db_name,
+        database_url,
+        redis,
+        keys: KeySpace::new(prefix),
+        tokens: TokenKeys::new(JWT_SECRET, Duration::from_secs(3600)),
+        catalog: context.catalog.clone(),
+        context,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// POSTs one GraphQL operation and returns the whole JSON body.
+    pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({
+                "query": query,
+                "variables": variables,
+            }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        response.json().await.expect("JSON body")
+    }
+
+    pub fn token_for(&self, id: UserId, role: Role) -> String {
+        self.tokens.issue(Viewer { id, role }).expect("token").0
+    }
+
+    /// Inserts a user straight into MySQL (with a real hash of PASSWORD) and returns a token.
+    pub async fn create_user(&self, role: Role) -> (UserId, String) {
+        let email = Email::parse(&format!("user-{}@example.com", unique_suffix())).unwrap();
+        let id = db::users::insert(&self.db, &email, &password_hash(), role)
+            .await
+            .unwrap()
+            .unwrap();
+        (id, self.token_for(id, role))
+    }
+
+    pub async fn create_customer(&self) -> (UserId, String) {
+        self.create_user(Role::Customer).await
+    }
+
+    pub async fn create_admin(&self) -> (UserId, String) {
+        self.create_user(Role::Admin).await
+    }
+
+    pub async fn create_store(&self) -> StoreId {
+        db::catalog::upsert_store(&self.db, &format!("Store {}", unique_suffix()))
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_product(
+        &self,
+        store: StoreId,
+        price_cents: i64,
+        stock: i64,
+        limit: Option<u32>,
+    ) -> ProductId {
+        let name = format!("Product {}", unique_suffix());
+        let new = NewProduct {
+            store,
+            name: &name,
+            price_cents,
+            stock,
+            max_per_customer: limit,
+        };
+        let id = db::catalog::insert_product(&self.db, &new)
+            .await
+            .unwrap()
+            .unwrap();
+        // As createProduct does: loading it into the catalog seeds its Redis stock.
+        self.catalog.products(&[id]).await.unwrap();
+        id
+    }
+
+    async fn stock_field(&self, hash: &str, store: StoreId, product: ProductId) -> i64 {
+        let keys = self.keys.store(store);
+        let key = match hash {
+            "stock" => keys.stock,
+            "held" => keys.held,
+            "sold" => keys.sold,
+            _ => unreachable!(),
+        };
+        let value: Option<i64> = self.redis.clone().hget(key, product.0).await.unwrap();
+        value.unwrap_or(0)
+    }
+
+    /// Units available in Redis right now.
+    pub async fn available(&self, store: StoreId, product: ProductId) -> i64 {
+        self.stock_field("stock", store, product).await
+    }
+
+    /// Units in HELD holds.
+    pub async fn held(&self, store: StoreId, product: ProductId) -> i64 {
+        self.stock_field("held", store, product).await
+    }
+
+    /// Units in CONFIRMED holds.
+    pub async fn sold(&self, store: StoreId, product: ProductId) -> i64 {
+        self.stock_field("sold", store, product).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+        }
+    }
+}
+
+pub fn password_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password(PASSWORD.as_bytes())
+            .unwrap()
+            .to_string()
+    })
+    .clone()
+}
+
+impl Drop for TestApp {
+    /// Drops the test's database and Redis keys on a thread of its own: the test's runtime
+    /// may already be gone.
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let db_name = self.db_name.clone();
+        let prefix = self.keys.prefix().to_owned();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(db) = db::connect_existing(&base_database_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS `{db_name}`"
+                    )))
+                    .execute(&db)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> =
+                        conn.keys(format!("{prefix}:*")).await.unwrap_or_default();
+                    for chunk in keys.chunks(500) {
+                        let _: redis::RedisResult<()> = conn.del(chunk).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A redis-server of the test's own on a free port, for tests that stop, restart or
+/// reconfigure Redis without disturbing the shared one. Killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server ({e}); {HOW_TO_START}"));
+        let redis = Self { port, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

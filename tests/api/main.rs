@@ -1,0 +1,6 @@
+//! One integration binary: the real service, real Redis, real MariaDB, real HTTP.
+
+mod auth;
+mod health;
+mod helpers;
+mod schema;
