@@ -47,14 +47,14 @@ pub async fn listen(app: AppContext, stop: CancellationToken) {
     loop {
         let ended = tokio::select! {
             () = stop.cancelled() => Ended::Stopped,
-            ended = subscription(&app, &client, &channel, &mut check, &mut backoff) => ended,
+            ended = subscription(&app.engine, &client, &channel, &mut check, &mut backoff) => ended,
         };
         let error = match ended {
             Ended::Stopped => return,
             Ended::Lost(error) => error,
         };
         let delay = backoff.next_delay();
-        tracing::warn!(error = %format!("{error:#}"), ?delay, "expiry listener lost Redis; resubscribing");
+        tracing::warn!(error = %format!("{error:#}"), ?delay, "expiry listener not subscribed; retrying");
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
@@ -65,18 +65,25 @@ pub async fn listen(app: AppContext, stop: CancellationToken) {
 /// One subscription, from connect to loss. Returns only when it is lost (or, inside the
 /// caller's select, is dropped on stop).
 async fn subscription(
-    app: &AppContext,
+    engine: &HoldEngine,
     client: &redis::Client,
     channel: &str,
     check: &mut NotificationCheck,
     backoff: &mut Backoff,
 ) -> Ended {
-    let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        // A connection of its own for the check: the shared one may still be failing over
+        // after a restart, and a stale error must not read as "CONFIG refused".
+        let mut commands = client.get_multiplexed_async_connection().await?;
+        check.run(&mut commands).await?;
+        client.get_async_pubsub().await
+    })
+    .await;
+    let pubsub = match connected {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(error)) => return Ended::Lost(error.into()),
         Err(_) => return Ended::Lost(anyhow::anyhow!("connect timed out")),
     };
-    check.run(&mut app.redis.clone()).await;
     let (mut sink, stream) = pubsub.split();
     if let Err(error) = sink.subscribe(channel).await {
         return Ended::Lost(error.into());
@@ -90,7 +97,7 @@ async fn subscription(
     loop {
         tokio::select! {
             batch = events.next() => match batch {
-                Some(batch) => release(&app.engine, &batch).await,
+                Some(batch) => release(engine, &batch).await,
                 None => return Ended::Lost(anyhow::anyhow!("subscription closed")),
             },
             _ = ping.tick() => {

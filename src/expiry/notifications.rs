@@ -3,7 +3,8 @@
 //! includes it). Where they are off we switch them on if allowed; where CONFIG is refused
 //! (managed Redis) we say so once and go on: the sweeper keeps release correct, only slower.
 
-use redis::aio::ConnectionManager;
+use redis::RedisError;
+use redis::aio::ConnectionLike;
 
 /// The flags to add to `current` so that expired-key events are published; empty when
 /// nothing is missing.
@@ -46,8 +47,12 @@ impl NotificationCheck {
         }
     }
 
-    pub async fn run(&mut self, redis: &mut ConnectionManager) -> Notifications {
-        let outcome = self.inspect(redis).await;
+    /// Err only when Redis could not be reached; a refusal is an outcome, not an error.
+    pub async fn run(
+        &mut self,
+        redis: &mut impl ConnectionLike,
+    ) -> Result<Notifications, RedisError> {
+        let outcome = self.inspect(redis).await?;
         match &outcome {
             Notifications::On => tracing::debug!("Redis publishes expired-key events"),
             Notifications::Enabled(setting) => tracing::info!(
@@ -66,7 +71,7 @@ impl NotificationCheck {
                 Some(error),
             ),
         }
-        outcome
+        Ok(outcome)
     }
 
     fn warn_once(&mut self, message: &str, error: Option<&str>) {
@@ -76,7 +81,7 @@ impl NotificationCheck {
         }
     }
 
-    async fn inspect(&self, redis: &mut ConnectionManager) -> Notifications {
+    async fn inspect(&self, redis: &mut impl ConnectionLike) -> Result<Notifications, RedisError> {
         let current: Vec<String> = match redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
@@ -84,15 +89,15 @@ impl NotificationCheck {
             .await
         {
             Ok(reply) => reply,
-            Err(error) => return Notifications::Refused(error.to_string()),
+            Err(error) => return refused(error),
         };
         let current = current.get(1).map(String::as_str).unwrap_or_default();
         let missing = missing_flags(current);
         if missing.is_empty() {
-            return Notifications::On;
+            return Ok(Notifications::On);
         }
         if !self.configure {
-            return Notifications::Off;
+            return Ok(Notifications::Off);
         }
         let setting = format!("{current}{missing}");
         match redis::cmd("CONFIG")
@@ -102,9 +107,18 @@ impl NotificationCheck {
             .query_async::<()>(redis)
             .await
         {
-            Ok(()) => Notifications::Enabled(setting),
-            Err(error) => Notifications::Refused(error.to_string()),
+            Ok(()) => Ok(Notifications::Enabled(setting)),
+            Err(error) => refused(error),
         }
+    }
+}
+
+/// A reply with an error code is Redis saying no (unknown or renamed command, NOPERM);
+/// anything else is a transport failure, for the caller to retry.
+fn refused(error: RedisError) -> Result<Notifications, RedisError> {
+    match error.code() {
+        Some(_) => Ok(Notifications::Refused(error.to_string())),
+        None => Err(error),
     }
 }
 
