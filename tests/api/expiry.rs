@@ -181,21 +181,28 @@ async fn private_app(redis: &PrivateRedis, options: TestOptions) -> TestApp {
     spawn_app_with(options.arg("redis-url", redis.url())).await
 }
 
+/// HOLD_TTL and SWEEP_INTERVAL of a test.
+fn timing(hold_ttl: &str, sweep_interval: &str) -> TestOptions {
+    TestOptions::default()
+        .arg("hold-ttl", hold_ttl)
+        .arg("sweep-interval", sweep_interval)
+}
+
+/// One store with one product of `stock` units, and a customer's token.
+async fn sale(app: &TestApp, stock: i64) -> (StoreId, ProductId, String) {
+    let store = app.create_store().await;
+    let product = app.create_product(store, 500, stock, None).await;
+    let (_, token) = app.create_customer().await;
+    (store, product, token)
+}
+
 #[tokio::test]
 async fn expired_hold_returns_its_stock_within_moments_when_redis_publishes_expiries() {
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
     // A sweep an hour away: only the listener can release in time.
-    let app = private_app(
-        &redis,
-        TestOptions::default()
-            .arg("hold-ttl", "1s")
-            .arg("sweep-interval", "1h"),
-    )
-    .await;
+    let app = private_app(&redis, timing("1s", "1h")).await;
     wait_for_listeners(&app.redis, 1).await;
-    let store = app.create_store().await;
-    let product = app.create_product(store, 500, 10, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, 10).await;
 
     let hold = lock(&app, &token, product, 3).await;
     assert_eq!(app.available(store, product).await, 7);
@@ -212,15 +219,10 @@ async fn expired_hold_returns_its_stock_by_the_next_sweep_when_notifications_are
     let sweep = Duration::from_millis(500);
     let app = private_app(
         &redis,
-        TestOptions::default()
-            .arg("hold-ttl", "1s")
-            .arg("sweep-interval", "500ms")
-            .arg("redis-configure-notifications", "false"),
+        timing("1s", "500ms").arg("redis-configure-notifications", "false"),
     )
     .await;
-    let store = app.create_store().await;
-    let product = app.create_product(store, 500, 10, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, 10).await;
 
     let hold = lock(&app, &token, product, 4).await;
     let delay = stock_back_after(&app, store, product, 10, hold.held_until).await;
@@ -235,9 +237,7 @@ async fn expired_hold_returns_its_stock_by_the_next_sweep_when_notifications_are
 async fn service_goes_on_with_one_warning_when_redis_refuses_config() {
     let redis = PrivateRedis::start_with(&["--rename-command", "CONFIG", ""]);
     let mut app = private_app(&redis, TestOptions::default()).await;
-    let store = app.create_store().await;
-    let product = app.create_product(store, 500, 10, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, 10).await;
     app.stop().await;
     let service = ServiceProcess::start(
         &app,
@@ -272,18 +272,10 @@ async fn service_goes_on_with_one_warning_when_redis_refuses_config() {
 #[tokio::test]
 async fn confirm_racing_expiry_has_exactly_one_winner_per_hold() {
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
-    let app = private_app(
-        &redis,
-        TestOptions::default()
-            .arg("hold-ttl", "1s")
-            .arg("sweep-interval", "20ms"),
-    )
-    .await;
+    let app = private_app(&redis, timing("1s", "20ms")).await;
     wait_for_listeners(&app.redis, 1).await;
-    let store = app.create_store().await;
     let initial = 1000;
-    let product = app.create_product(store, 250, initial, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, initial).await;
 
     // Each hold is paid for between 100 ms before and 47 ms after its own deadline, while
     // the listener and a 20 ms sweeper go after the same holds.
@@ -353,10 +345,8 @@ async fn confirm_racing_expiry_has_exactly_one_winner_per_hold() {
 #[tokio::test]
 async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_restart() {
     let mut app = spawn_app_with(TestOptions::default()).await;
-    let store = app.create_store().await;
     let initial = 100;
-    let product = app.create_product(store, 300, initial, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, initial).await;
     app.stop().await;
 
     let mut first = ServiceProcess::start(
@@ -395,13 +385,7 @@ async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_holds_expiring_together_are_all_released() {
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
-    let app = private_app(
-        &redis,
-        TestOptions::default()
-            .arg("hold-ttl", "3s")
-            .arg("sweep-interval", "200ms"),
-    )
-    .await;
+    let app = private_app(&redis, timing("3s", "200ms")).await;
     wait_for_listeners(&app.redis, 1).await;
     let store = app.create_store().await;
     let initial = 1000;
@@ -469,11 +453,7 @@ async fn five_thousand_holds_expiring_together_are_all_released() {
 #[tokio::test]
 async fn two_instances_release_every_expired_hold_exactly_once() {
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
-    let options = || {
-        TestOptions::default()
-            .arg("hold-ttl", "1s")
-            .arg("sweep-interval", "50ms")
-    };
+    let options = || timing("1s", "50ms");
     let one = private_app(&redis, options()).await;
     let two = private_app(
         &redis,
@@ -484,10 +464,8 @@ async fn two_instances_release_every_expired_hold_exactly_once() {
     .await;
     // Both listeners hear every expiry, and both sweepers run every 50 ms.
     wait_for_listeners(&one.redis, 2).await;
-    let store = one.create_store().await;
     let initial = 500;
-    let product = one.create_product(store, 100, initial, None).await;
-    let (_, token) = one.create_customer().await;
+    let (store, product, token) = sale(&one, initial).await;
 
     let holds: Vec<Held> = join_all((0..100).map(|i| {
         let instance = if i % 2 == 0 { &one } else { &two };
@@ -506,10 +484,7 @@ async fn listener_resubscribes_and_rechecks_notifications_after_redis_restarts()
     let port = redis.port;
     let app = private_app(
         &redis,
-        TestOptions::default()
-            .arg("hold-ttl", "1s")
-            .arg("sweep-interval", "1h")
-            .arg("redis-configure-notifications", "true"),
+        timing("1s", "1h").arg("redis-configure-notifications", "true"),
     )
     .await;
     wait_for_listeners(&app.redis, 1).await;
@@ -537,9 +512,7 @@ async fn listener_resubscribes_and_rechecks_notifications_after_redis_restarts()
     assert_publishes_expiries(&mut own).await;
 
     // Created after the restart: the catalog reseeds the lost stock from MySQL.
-    let store = app.create_store().await;
-    let product = app.create_product(store, 500, 10, None).await;
-    let (_, token) = app.create_customer().await;
+    let (store, product, token) = sale(&app, 10).await;
     let hold = lock(&app, &token, product, 5).await;
     let delay = stock_back_after(&app, store, product, 10, hold.held_until).await;
     eprintln!("after a Redis restart: stock back {delay:?} after heldUntil");
