@@ -158,6 +158,9 @@ impl Config {
         if self.hold_ttl < Duration::from_millis(100) {
             anyhow::bail!("HOLD_TTL must be at least 100ms");
         }
+        if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
+            anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");
+        }
         if self.max_line_quantity == 0 || self.max_order_lines == 0 {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
         }

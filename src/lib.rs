@@ -11,6 +11,7 @@ pub mod context;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod expiry;
 pub mod graphql;
 pub mod hold;
 pub mod http;

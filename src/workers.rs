@@ -7,5 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::AppContext;
 
 pub fn spawn_all(app: &AppContext, stop: &CancellationToken, tasks: &mut JoinSet<()>) {
+    tasks.spawn(crate::expiry::listen(app.clone(), stop.clone()));
+    tasks.spawn(crate::expiry::sweep(app.clone(), stop.clone()));
     let _ = (app, stop, tasks);
 }

@@ -90,6 +90,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         ("listen-addr", "127.0.0.1:0".to_owned()),
         ("jwt-secret", JWT_SECRET.to_owned()),
         ("redis-key-prefix", prefix.clone()),
+        // Never CONFIG SET the shared Redis; tests that want it on use a PrivateRedis.
+        ("redis-configure-notifications", "false".to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
@@ -314,6 +316,11 @@ impl PrivateRedis {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port, extra)
+    }
+
+    /// A fresh, empty server on `port`: how a test restarts Redis under the service.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",

@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod expiry;
 mod health;
 mod helpers;
 mod schema;
