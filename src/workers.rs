@@ -7,5 +7,5 @@ use tokio_util::sync::CancellationToken;
 use crate::context::AppContext;
 
 pub fn spawn_all(app: &AppContext, stop: &CancellationToken, tasks: &mut JoinSet<()>) {
-    let _ = (app, stop, tasks);
+    tasks.spawn(crate::outbox::run(app.clone(), stop.clone()));
 }
