@@ -19,9 +19,15 @@ const HOLDS_PER_ROUND: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mismatch {
     /// Events not yet in MySQL: the other comparisons cannot be trusted until they are.
-    OutboxNotDrained { store: StoreId, events: u64 },
+    OutboxNotDrained {
+        store: StoreId,
+        events: u64,
+    },
     /// Entries the flusher could not read, kept in the dead-letter stream.
-    SetAside { store: StoreId, entries: u64 },
+    SetAside {
+        store: StoreId,
+        entries: u64,
+    },
     Stock {
         store: StoreId,
         product: ProductId,
@@ -29,7 +35,10 @@ pub enum Mismatch {
         available: i64,
         held: i64,
     },
-    OrderMissing { order: OrderId, redis: OrderStatus },
+    OrderMissing {
+        order: OrderId,
+        redis: OrderStatus,
+    },
     OrderStatus {
         order: OrderId,
         mysql: OrderStatus,
@@ -58,7 +67,11 @@ impl fmt::Display for Mismatch {
                 "store {store} product {product}: MySQL stock {mysql} != Redis available {available} + held {held}"
             ),
             Self::OrderMissing { order, redis } => {
-                write!(f, "order {order}: {} in Redis, absent from MySQL", redis.as_str())
+                write!(
+                    f,
+                    "order {order}: {} in Redis, absent from MySQL",
+                    redis.as_str()
+                )
             }
             Self::OrderStatus {
                 order,
@@ -122,7 +135,11 @@ pub async fn wait_for_drain(engine: &HoldEngine, wait: Duration) -> anyhow::Resu
     }
 }
 
-async fn compare_stock(db: &Db, engine: &HoldEngine, found: &mut Vec<Mismatch>) -> anyhow::Result<usize> {
+async fn compare_stock(
+    db: &Db,
+    engine: &HoldEngine,
+    found: &mut Vec<Mismatch>,
+) -> anyhow::Result<usize> {
     let products = db::catalog::all_products(db).await?;
     let mut by_store: HashMap<StoreId, Vec<db::catalog::ProductRow>> = HashMap::new();
     for row in products {
@@ -162,8 +179,13 @@ async fn compare_stock(db: &Db, engine: &HoldEngine, found: &mut Vec<Mismatch>) 
 
 /// Every hold key of a store (not the TTL markers). SCAN, not KEYS: Redis keeps serving.
 async fn hold_orders(engine: &HoldEngine, store: StoreId) -> anyhow::Result<Vec<OrderId>> {
-    let prefix = engine.keys().hold(OrderId { store, uuid: uuid::Uuid::nil() });
-    let prefix = prefix.trim_end_matches(&uuid::Uuid::nil().to_string()).to_owned();
+    let prefix = engine.keys().hold(OrderId {
+        store,
+        uuid: uuid::Uuid::nil(),
+    });
+    let prefix = prefix
+        .trim_end_matches(&uuid::Uuid::nil().to_string())
+        .to_owned();
     let mut redis = engine.redis();
     let mut cursor: u64 = 0;
     let mut orders = Vec::new();
@@ -178,7 +200,10 @@ async fn hold_orders(engine: &HoldEngine, store: StoreId) -> anyhow::Result<Vec<
             .await?;
         orders.extend(keys.iter().filter_map(|key| {
             let uuid = key.strip_prefix(&prefix)?;
-            Some(OrderId { store, uuid: uuid.parse().ok()? })
+            Some(OrderId {
+                store,
+                uuid: uuid.parse().ok()?,
+            })
         }));
         if next == 0 {
             return Ok(orders);
@@ -187,7 +212,11 @@ async fn hold_orders(engine: &HoldEngine, store: StoreId) -> anyhow::Result<Vec<
     }
 }
 
-async fn compare_orders(db: &Db, engine: &HoldEngine, found: &mut Vec<Mismatch>) -> anyhow::Result<usize> {
+async fn compare_orders(
+    db: &Db,
+    engine: &HoldEngine,
+    found: &mut Vec<Mismatch>,
+) -> anyhow::Result<usize> {
     let mut compared = 0;
     for store in engine.stores().await? {
         let orders = hold_orders(engine, store).await?;
@@ -218,7 +247,10 @@ async fn compare_orders(db: &Db, engine: &HoldEngine, found: &mut Vec<Mismatch>)
                 };
                 compared += 1;
                 match in_mysql.get(&order.uuid.to_string()).copied().flatten() {
-                    None => found.push(Mismatch::OrderMissing { order: *order, redis }),
+                    None => found.push(Mismatch::OrderMissing {
+                        order: *order,
+                        redis,
+                    }),
                     Some(mysql) if mysql != redis => found.push(Mismatch::OrderStatus {
                         order: *order,
                         mysql,

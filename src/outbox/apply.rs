@@ -128,31 +128,21 @@ fn restock(restock: &Restock) -> Movement<'_> {
     }
 }
 
-/// Writes the ledger row; true when this call added it (its delta is still to apply).
-async fn record(tx: &mut Transaction<'_, MySql>, movement: &Movement<'_>) -> anyhow::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT IGNORE INTO stock_movements \
-         (movement_key, product_id, delta, reason, order_id, note, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&movement.key)
-    .bind(movement.product.0)
-    .bind(movement.delta)
-    .bind(movement.reason)
-    .bind(movement.order.as_deref())
-    .bind(movement.note)
-    .bind(naive(movement.at))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+/// Writes one ledger row; true when this call added it (its delta is still to apply).
+async fn record_one(
+    tx: &mut Transaction<'_, MySql>,
+    movement: &Movement<'_>,
+) -> anyhow::Result<bool> {
+    let inserted = insert_ignore(tx, std::slice::from_ref(movement)).await?;
     if inserted == 1 {
         return Ok(true);
     }
     // IGNORE also swallows a broken foreign key: make sure it was the duplicate key.
-    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements WHERE movement_key = ?")
-        .bind(&movement.key)
-        .fetch_one(&mut **tx)
-        .await?;
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements WHERE movement_key = ?")
+            .bind(&movement.key)
+            .fetch_one(&mut **tx)
+            .await?;
     anyhow::ensure!(
         exists == 1,
         "ledger row {} was refused (unknown product {}?)",
@@ -160,6 +150,60 @@ async fn record(tx: &mut Transaction<'_, MySql>, movement: &Movement<'_>) -> any
         movement.product
     );
     Ok(false)
+}
+
+/// `INSERT IGNORE`s the rows; returns how many were added (duplicates count 0).
+async fn insert_ignore(
+    tx: &mut Transaction<'_, MySql>,
+    rows: &[Movement<'_>],
+) -> sqlx::Result<u64> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT IGNORE INTO stock_movements \
+             (movement_key, product_id, delta, reason, order_id, note, created_at) VALUES {}",
+            placeholders(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for movement in chunk {
+            query = query
+                .bind(&movement.key)
+                .bind(movement.product.0)
+                .bind(movement.delta)
+                .bind(movement.reason)
+                .bind(movement.order.as_deref())
+                .bind(movement.note)
+                .bind(naive(movement.at));
+        }
+        inserted += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
+/// Writes the ledger rows and returns the movements that are new. The common case, all
+/// new, takes one statement; when the count falls short (a replay), the statement is
+/// undone and each row is tried alone, so every delta is known to be new or not.
+async fn record<'m>(
+    tx: &mut Transaction<'_, MySql>,
+    movements: &'m [Movement<'m>],
+) -> anyhow::Result<Vec<&'m Movement<'m>>> {
+    if movements.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SAVEPOINT ledger").execute(&mut **tx).await?;
+    if insert_ignore(tx, movements).await? == movements.len() as u64 {
+        return Ok(movements.iter().collect());
+    }
+    sqlx::query("ROLLBACK TO SAVEPOINT ledger")
+        .execute(&mut **tx)
+        .await?;
+    let mut new = Vec::new();
+    for movement in movements {
+        if record_one(tx, movement).await? {
+            new.push(movement);
+        }
+    }
+    Ok(new)
 }
 
 /// Writes `events` (in stream order) to MySQL in one transaction.
@@ -195,10 +239,8 @@ pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
     upsert_orders(&mut tx, &orders).await?;
     insert_lines(&mut tx, &orders).await?;
     let mut deltas: BTreeMap<ProductId, i64> = BTreeMap::new();
-    for movement in &movements {
-        if record(&mut tx, movement).await? {
-            *deltas.entry(movement.product).or_default() += movement.delta;
-        }
+    for movement in record(&mut tx, &movements).await? {
+        *deltas.entry(movement.product).or_default() += movement.delta;
     }
     // One UPDATE per product, in id order, so two flushers never lock rows crosswise.
     for (product, delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {

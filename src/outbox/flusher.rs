@@ -34,7 +34,11 @@ pub struct Flusher {
 
 impl Flusher {
     pub fn new(app: &AppContext) -> Self {
-        let name = app.config.flush_consumer.clone().unwrap_or_else(default_name);
+        let name = app
+            .config
+            .flush_consumer
+            .clone()
+            .unwrap_or_else(default_name);
         let now = Instant::now();
         Self {
             consumer: OutboxConsumer::new(name, app.engine.clone(), app.redis_pool.clone()),
@@ -63,7 +67,11 @@ impl Flusher {
                     continue;
                 }
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), ?retry, "outbox flush failed; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        ?retry,
+                        "outbox flush failed; retrying"
+                    );
                     self.recovering = true;
                     self.consumer.forget_streams();
                     self.next_refresh = Instant::now();
@@ -93,7 +101,10 @@ impl Flusher {
         if now >= self.next_claim {
             let claimed = self.consumer.claim(self.claim_idle, self.batch).await?;
             if !claimed.is_empty() {
-                tracing::info!(entries = claimed.len(), "claimed outbox entries left by another consumer");
+                tracing::info!(
+                    entries = claimed.len(),
+                    "claimed outbox entries left by another consumer"
+                );
             }
             self.flush(claimed).await?;
             self.next_claim = now + (self.claim_idle / 2).max(Duration::from_millis(100));
@@ -141,6 +152,7 @@ impl Flusher {
                 }
             }
         }
+        let started = Instant::now();
         apply(&self.db, &events).await?;
         let ids: Vec<&str> = batch.iter().map(|entry| entry.id.as_str()).collect();
         self.consumer.ack(first.store, &ids).await?;
@@ -148,6 +160,7 @@ impl Flusher {
         tracing::debug!(
             store = %first.store,
             events = batch.len(),
+            took = ?started.elapsed(),
             lag_ms = oldest.map(|ms| chrono::Utc::now().timestamp_millis() - ms),
             "outbox batch committed"
         );
