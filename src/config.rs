@@ -33,6 +33,12 @@ pub enum Command {
     Seed,
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Compare MySQL with Redis once the outbox is drained; exit non-zero on any mismatch.
+    Audit {
+        /// Wait up to this long for the outbox to drain before comparing.
+        #[arg(long, default_value = "0s", value_parser = duration)]
+        wait: Duration,
+    },
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {

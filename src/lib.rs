@@ -4,6 +4,7 @@
 //! MySQL keeps the durable record (`db`). The GraphQL API (`graphql`) sits on axum
 //! (`http`); `startup` wires it all together.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod graphql;
 pub mod hold;
 pub mod http;
 pub mod orders;
+pub mod outbox;
 pub mod seed;
 pub mod startup;
 pub mod workers;

@@ -3,7 +3,7 @@ use tracing_subscriber::EnvFilter;
 
 use flashstock::config::{Cli, Command};
 use flashstock::startup::{Application, shutdown_signal};
-use flashstock::{db, graphql, seed};
+use flashstock::{audit, db, graphql, seed};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,5 +38,6 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Audit { wait } => audit::run(&config, wait).await,
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod expiry;
+mod flush;
 mod health;
 mod helpers;
 mod schema;

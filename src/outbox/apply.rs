@@ -1,0 +1,257 @@
+//! The MySQL side of one batch: every write of the batch in one transaction, each one
+//! idempotent, so a batch applied twice (a crash between COMMIT and XACK, a claimed
+//! entry, a replayed event) leaves MySQL exactly as applying it once did.
+//!
+//! - Orders are upserted with their version: a lower or equal version never overwrites,
+//!   so CONFIRMED never goes back to HELD whatever order events arrive in.
+//! - Lines never change after lockOrder: inserting them again is a no-op.
+//! - Stock moves only together with a new ledger row. The row goes in first with
+//!   `INSERT IGNORE`; its delta applies only when that insert added the row. (Never read
+//!   "was it new?" from an `ON DUPLICATE KEY UPDATE`: sqlx-mysql sets CLIENT_FOUND_ROWS.)
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sqlx::{MySql, Transaction};
+
+use super::event::{OutboxEvent, Restock};
+use crate::db::Db;
+use crate::domain::{OrderStatus, ProductId};
+use crate::hold::Hold;
+
+/// Rows per multi-row INSERT: far below MySQL's 65,535 placeholders per statement.
+const ROWS_PER_INSERT: usize = 1000;
+
+fn naive(at: DateTime<Utc>) -> chrono::NaiveDateTime {
+    at.naive_utc()
+}
+
+/// `(?, ?, ?), (?, ?, ?)` for `rows` rows of `columns` columns.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// The assignments run left to right and later ones see earlier results, so `version`
+/// is assigned last: every condition before it compares against the stored version.
+const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, total_cents, \
+     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, version) \
+     VALUES {rows} ON DUPLICATE KEY UPDATE \
+     status = IF(VALUES(version) > version, VALUES(status), status), \
+     confirmed_at = IF(VALUES(version) > version, VALUES(confirmed_at), confirmed_at), \
+     finished_at = IF(VALUES(version) > version, VALUES(finished_at), finished_at), \
+     payment_reference = IF(VALUES(version) > version, VALUES(payment_reference), payment_reference), \
+     version = GREATEST(version, VALUES(version))";
+
+async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
+    for chunk in orders.chunks(ROWS_PER_INSERT) {
+        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 12));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for hold in chunk {
+            query = query
+                .bind(hold.id.uuid.to_string())
+                .bind(hold.user.0)
+                .bind(hold.id.store.0)
+                .bind(hold.status.as_str())
+                .bind(hold.total_cents)
+                .bind(hold.idempotency_key.as_ref().map(|k| k.as_str()))
+                .bind(naive(hold.held_until))
+                .bind(naive(hold.created_at))
+                .bind(hold.confirmed_at.map(naive))
+                .bind(hold.finished_at.map(naive))
+                .bind(hold.payment_reference.as_ref().map(|p| p.as_str()))
+                .bind(hold.version);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_lines(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
+    let lines: Vec<_> = orders
+        .iter()
+        .flat_map(|hold| hold.lines.iter().map(move |line| (hold.id.uuid, line)))
+        .collect();
+    for chunk in lines.chunks(ROWS_PER_INSERT) {
+        // A no-op update rather than INSERT IGNORE, which would also hide a broken
+        // foreign key.
+        let sql = format!(
+            "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) \
+             VALUES {} ON DUPLICATE KEY UPDATE quantity = quantity",
+            placeholders(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (order, line) in chunk {
+            query = query
+                .bind(order.to_string())
+                .bind(line.product.0)
+                .bind(line.quantity)
+                .bind(line.unit_price_cents);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// One change to a product's stock and the ledger row that records it.
+struct Movement<'a> {
+    key: String,
+    product: ProductId,
+    delta: i64,
+    reason: &'static str,
+    order: Option<String>,
+    note: Option<&'a str>,
+    at: DateTime<Utc>,
+}
+
+fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
+    hold.lines.iter().map(move |line| Movement {
+        key: format!("sale:{}:{}", hold.id.uuid, line.product),
+        product: line.product,
+        delta: -i64::from(line.quantity),
+        reason: "SALE",
+        order: Some(hold.id.uuid.to_string()),
+        note: None,
+        at: hold.confirmed_at.unwrap_or(hold.created_at),
+    })
+}
+
+fn restock(restock: &Restock) -> Movement<'_> {
+    Movement {
+        key: format!("restock:{}", restock.id),
+        product: restock.product,
+        delta: restock.units,
+        reason: "RESTOCK",
+        order: None,
+        note: Some(restock.reason.as_str()).filter(|r| !r.is_empty()),
+        at: restock.at,
+    }
+}
+
+/// Writes one ledger row; true when this call added it (its delta is still to apply).
+async fn record_one(
+    tx: &mut Transaction<'_, MySql>,
+    movement: &Movement<'_>,
+) -> anyhow::Result<bool> {
+    let inserted = insert_ignore(tx, std::slice::from_ref(movement)).await?;
+    if inserted == 1 {
+        return Ok(true);
+    }
+    // IGNORE also swallows a broken foreign key: make sure it was the duplicate key.
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements WHERE movement_key = ?")
+            .bind(&movement.key)
+            .fetch_one(&mut **tx)
+            .await?;
+    anyhow::ensure!(
+        exists == 1,
+        "ledger row {} was refused (unknown product {}?)",
+        movement.key,
+        movement.product
+    );
+    Ok(false)
+}
+
+/// `INSERT IGNORE`s the rows; returns how many were added (duplicates count 0).
+async fn insert_ignore(
+    tx: &mut Transaction<'_, MySql>,
+    rows: &[Movement<'_>],
+) -> sqlx::Result<u64> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT IGNORE INTO stock_movements \
+             (movement_key, product_id, delta, reason, order_id, note, created_at) VALUES {}",
+            placeholders(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for movement in chunk {
+            query = query
+                .bind(&movement.key)
+                .bind(movement.product.0)
+                .bind(movement.delta)
+                .bind(movement.reason)
+                .bind(movement.order.as_deref())
+                .bind(movement.note)
+                .bind(naive(movement.at));
+        }
+        inserted += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
+/// Writes the ledger rows and returns the movements that are new. The common case, all
+/// new, takes one statement; when the count falls short (a replay), the statement is
+/// undone and each row is tried alone, so every delta is known to be new or not.
+async fn record<'m>(
+    tx: &mut Transaction<'_, MySql>,
+    movements: &'m [Movement<'m>],
+) -> anyhow::Result<Vec<&'m Movement<'m>>> {
+    if movements.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SAVEPOINT ledger").execute(&mut **tx).await?;
+    if insert_ignore(tx, movements).await? == movements.len() as u64 {
+        return Ok(movements.iter().collect());
+    }
+    sqlx::query("ROLLBACK TO SAVEPOINT ledger")
+        .execute(&mut **tx)
+        .await?;
+    let mut new = Vec::new();
+    for movement in movements {
+        if record_one(tx, movement).await? {
+            new.push(movement);
+        }
+    }
+    Ok(new)
+}
+
+/// Writes `events` (in stream order) to MySQL in one transaction.
+pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
+    // The highest version of each order in the batch says all the others do.
+    let mut latest: HashMap<_, &Hold> = HashMap::new();
+    for event in events {
+        if let OutboxEvent::Order(hold) = event {
+            latest
+                .entry(hold.id)
+                .and_modify(|kept| {
+                    if hold.version > kept.version {
+                        *kept = hold;
+                    }
+                })
+                .or_insert(hold);
+        }
+    }
+    let mut orders: Vec<&Hold> = latest.into_values().collect();
+    orders.sort_by_key(|hold| hold.id.uuid);
+
+    let mut movements: Vec<Movement<'_>> = orders
+        .iter()
+        .filter(|hold| hold.status == OrderStatus::Confirmed)
+        .flat_map(|hold| sales(hold))
+        .collect();
+    movements.extend(events.iter().filter_map(|event| match event {
+        OutboxEvent::Restock(r) => Some(restock(r)),
+        OutboxEvent::Order(_) => None,
+    }));
+
+    let mut tx = db.begin().await?;
+    upsert_orders(&mut tx, &orders).await?;
+    insert_lines(&mut tx, &orders).await?;
+    let mut deltas: BTreeMap<ProductId, i64> = BTreeMap::new();
+    for movement in record(&mut tx, &movements).await? {
+        *deltas.entry(movement.product).or_default() += movement.delta;
+    }
+    // One UPDATE per product, in id order, so two flushers never lock rows crosswise.
+    for (product, delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {
+        let matched = sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
+            .bind(delta)
+            .bind(product.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        anyhow::ensure!(matched == 1, "product {product} is not in MySQL");
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! This process's seat in the `flusher` consumer group of every store's outbox stream:
+//! creating the groups, reading new and own pending entries, claiming those a silent
+//! consumer left behind, and acknowledging (then deleting) what MySQL has committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use crate::domain::StoreId;
+use crate::hold::{HoldEngine, KeySpace};
+
+pub const GROUP: &str = "flusher";
+
+/// One outbox entry as read from its stream.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub store: StoreId,
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+impl Entry {
+    /// When Redis appended it (the first half of a stream id is Redis's clock in ms).
+    pub fn appended_ms(&self) -> Option<i64> {
+        self.id.split_once('-')?.0.parse().ok()
+    }
+}
+
+/// The default consumer name: host name and process id, stable for the process's life.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "flashstock".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+pub struct OutboxConsumer {
+    name: String,
+    keys: KeySpace,
+    engine: HoldEngine,
+    /// Shared connection for the short commands (group creation, claims, acks).
+    redis: ConnectionManager,
+    /// Blocking reads park a connection for up to BLOCK: they get one of their own.
+    pool: deadpool_redis::Pool,
+    reader: Option<MultiplexedConnection>,
+    /// Outbox stream key -> its store, for every store whose group exists.
+    streams: BTreeMap<String, StoreId>,
+}
+
+fn entry(store: StoreId, raw: StreamId) -> Entry {
+    let fields = raw
+        .map
+        .iter()
+        .filter_map(|(name, value)| {
+            redis::from_redis_value_ref::<String>(value)
+                .ok()
+                .map(|value| (name.clone(), value))
+        })
+        .collect();
+    Entry {
+        store,
+        id: raw.id,
+        fields,
+    }
+}
+
+impl OutboxConsumer {
+    pub fn new(name: String, engine: HoldEngine, pool: deadpool_redis::Pool) -> Self {
+        Self {
+            name,
+            keys: engine.keys().clone(),
+            redis: engine.redis(),
+            engine,
+            pool,
+            reader: None,
+            streams: BTreeMap::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn has_streams(&self) -> bool {
+        !self.streams.is_empty()
+    }
+
+    /// Finds stores added since the last call and joins their streams' group. The group
+    /// starts at 0, so events appended before it existed are flushed too.
+    pub async fn refresh_streams(&mut self) -> anyhow::Result<()> {
+        for store in self.engine.stores().await? {
+            let key = self.keys.store(store).outbox;
+            if self.streams.contains_key(&key) {
+                continue;
+            }
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&key)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut self.redis)
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(error) if error.code() == Some("BUSYGROUP") => {}
+                Err(error) => return Err(error.into()),
+            }
+            self.streams.insert(key, store);
+        }
+        Ok(())
+    }
+
+    /// Forgets which groups exist (after an error: a stream may have been deleted with its
+    /// group), so the next refresh creates them again.
+    pub fn forget_streams(&mut self) {
+        self.streams.clear();
+        self.reader = None;
+    }
+
+    async fn reader(&mut self, block: Duration) -> anyhow::Result<&mut MultiplexedConnection> {
+        if self.reader.is_none() {
+            let mut conn = deadpool_redis::Connection::take(self.pool.get().await?);
+            // The pool's default reply timeout is shorter than a blocking read.
+            conn.set_response_timeout(block + Duration::from_secs(5));
+            self.reader = Some(conn);
+        }
+        Ok(self.reader.as_mut().expect("reader was just set"))
+    }
+
+    /// Reads up to `count` entries per stream. `pending`: this consumer's own delivered
+    /// but unacknowledged entries (after a restart or a failed batch), without blocking;
+    /// otherwise entries never delivered, blocking up to `block` for the first one.
+    pub async fn read(
+        &mut self,
+        pending: bool,
+        count: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count);
+        if !pending {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS");
+        for key in self.streams.keys() {
+            cmd.arg(key);
+        }
+        for _ in 0..self.streams.len() {
+            cmd.arg(if pending { "0" } else { ">" });
+        }
+        let streams = self.streams.clone();
+        let reply: Option<StreamReadReply> = cmd.query_async(self.reader(block).await?).await?;
+        Ok(reply
+            .map(|reply| reply.keys)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|stream| Some((*streams.get(&stream.key)?, stream.ids)))
+            .flat_map(|(store, ids)| ids.into_iter().map(move |raw| entry(store, raw)))
+            .collect())
+    }
+
+    /// Takes over up to `count` entries per stream that another consumer has left pending
+    /// for at least `min_idle` (it crashed or hangs).
+    pub async fn claim(&mut self, min_idle: Duration, count: usize) -> anyhow::Result<Vec<Entry>> {
+        let mut claimed = Vec::new();
+        for (key, store) in &self.streams {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut self.redis)
+                .await?;
+            claimed.extend(reply.claimed.into_iter().map(|raw| entry(*store, raw)));
+        }
+        Ok(claimed)
+    }
+
+    /// Acknowledges entries MySQL has committed and deletes them from the stream, in one
+    /// MULTI so an entry is never acknowledged yet kept (the stream would only grow).
+    pub async fn ack(&mut self, store: StoreId, ids: &[&str]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.store(store).outbox;
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(ids)
+            .ignore()
+            .query_async::<()>(&mut self.redis)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps an entry the scripts could not have written (so MySQL cannot take it) in the
+    /// store's dead-letter stream for a person to look at, and lets the flush go on.
+    pub async fn set_aside(&mut self, entry: &Entry) -> anyhow::Result<()> {
+        let key = format!("{}:dead", self.keys.store(entry.store).outbox);
+        let mut fields: Vec<(&str, &str)> = vec![("entry", entry.id.as_str())];
+        fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg(&fields)
+            .query_async::<String>(&mut self.redis)
+            .await?;
+        Ok(())
+    }
+}
