@@ -121,7 +121,7 @@ pub struct Config {
     #[arg(
         long,
         env = "GRAPHQL_MAX_COMPLEXITY",
-        default_value_t = 2000,
+        default_value_t = 5000,
         global = true
     )]
     pub graphql_max_complexity: usize,

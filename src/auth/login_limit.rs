@@ -57,10 +57,7 @@ impl LoginLimiter {
         ctx: &Context<'_>,
         email: &str,
     ) -> async_graphql::Result<LoginAttempt<'_>> {
-        let mut keys = vec![
-            self.keys
-                .login_failures("email", &Email::canonical(email)),
-        ];
+        let mut keys = vec![self.keys.login_failures("email", &Email::canonical(email))];
         if let Some(addr) = ctx.data_opt::<ClientAddr>() {
             keys.push(self.keys.login_failures("addr", &addr.0.to_string()));
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
 };
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::error::codes;
@@ -17,6 +17,7 @@ use crate::error::codes;
 pub struct QueryLimits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    pub introspection: bool,
 }
 
 impl QueryLimits {
@@ -87,6 +88,40 @@ pub fn nesting(query: &str) -> usize {
     deepest
 }
 
+/// Calls `visit` with every field written in the document, fragments once each.
+fn each_field(doc: &ExecutableDocument, visit: &mut impl FnMut(&str)) {
+    fn walk(set: &SelectionSet, visit: &mut impl FnMut(&str)) {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    visit(field.node.name.node.as_str());
+                    walk(&field.node.selection_set.node, visit);
+                }
+                Selection::InlineFragment(inline) => walk(&inline.node.selection_set.node, visit),
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    for (_, operation) in doc.operations.iter() {
+        walk(&operation.node.selection_set.node, visit);
+    }
+    for fragment in doc.fragments.values() {
+        walk(&fragment.node.selection_set.node, visit);
+    }
+}
+
+/// Fields written in the document, fragments counted once. Each costs at least 1 in the
+/// complexity too (`__typename` aside), so a count over the limit can be refused before
+/// validation, which is the expensive step for a query of thousands of aliases.
+fn written_fields(doc: &ExecutableDocument) -> (usize, bool) {
+    let (mut fields, mut introspects) = (0, false);
+    each_field(doc, &mut |name| {
+        fields += 1;
+        introspects |= name == "__schema" || name == "__type";
+    });
+    (fields, introspects)
+}
+
 #[async_graphql::async_trait::async_trait]
 impl Extension for QueryLimits {
     async fn parse_query(
@@ -106,9 +141,28 @@ impl Extension for QueryLimits {
                 ),
             ));
         }
-        next.run(ctx, query, variables)
+        let doc = next
+            .run(ctx, query, variables)
             .await
-            .map_err(|e| with_code(e, codes::PARSE_FAILED))
+            .map_err(|e| with_code(e, codes::PARSE_FAILED))?;
+        let (fields, introspects) = written_fields(&doc);
+        // With introspection off async-graphql answers `__schema: null`; say why instead.
+        if introspects && !self.introspection {
+            return Err(refusal(
+                codes::VALIDATION_FAILED,
+                "introspection is disabled on this server (GRAPHQL_INTROSPECTION)".into(),
+            ));
+        }
+        if fields > self.max_complexity {
+            return Err(refusal(
+                codes::TOO_COMPLEX,
+                format!(
+                    "query selects {fields} fields; its complexity may be at most {}",
+                    self.max_complexity
+                ),
+            ));
+        }
+        Ok(doc)
     }
 
     async fn validation(

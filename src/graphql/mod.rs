@@ -38,6 +38,7 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
     let query_limits = QueryLimits {
         max_depth: limits.max_depth,
         max_complexity: limits.max_complexity,
+        introspection: limits.introspection,
     };
     // Depth and complexity are checked by `QueryLimits`, which says by how much a query is
     // over; the parser's own recursion guard (it also follows fragment spreads) stays on.

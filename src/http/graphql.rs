@@ -43,9 +43,18 @@ fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Respons
     let bad = |message: String| refuse(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, &message);
     let json: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
-    let batch: BatchRequest = serde_json::from_value(json).map_err(|_| {
+    let shape = || {
         bad("expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into())
-    })?;
+    };
+    let batch = match json {
+        serde_json::Value::Array(_) => {
+            BatchRequest::Batch(serde_json::from_value(json).map_err(|_| shape())?)
+        }
+        serde_json::Value::Object(_) => {
+            BatchRequest::Single(serde_json::from_value(json).map_err(|_| shape())?)
+        }
+        _ => return Err(shape()),
+    };
     if let BatchRequest::Batch(requests) = &batch
         && !(1..=max_batch).contains(&requests.len())
     {

@@ -1,6 +1,7 @@
 //! One integration binary: the real service, real Redis, real MariaDB, real HTTP.
 
 mod auth;
+mod hardening;
 mod health;
 mod helpers;
 mod schema;
