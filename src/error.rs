@@ -54,11 +54,36 @@ pub fn refusal_status(code: &str) -> Option<axum::http::StatusCode> {
     }
 }
 
-/// A body in the shape of a GraphQL error response, for refusals made before GraphQL runs.
-pub fn refusal_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    })
+/// A request refused before GraphQL runs (body, JSON, batch, timeout): its status and a
+/// body in the shape of a GraphQL error response, so clients read one format.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: axum::http::StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(
+        status: axum::http::StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({
+            "errors": [{ "message": self.message, "extensions": { "code": self.code } }]
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
 }
 
 /// Id of the HTTP request being served, put in the GraphQL request data by the handler.

@@ -13,7 +13,7 @@ use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
 use crate::error::{ApiError, RequestId};
 
-pub use limits::{QueryLimits, nesting};
+use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(users::UserQuery, catalog::CatalogQuery, orders::OrderQuery);

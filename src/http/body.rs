@@ -4,28 +4,19 @@
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::error::{codes, refusal_body};
+use crate::error::{Refusal, codes};
 
-pub fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(refusal_body(code, message))).into_response()
-}
-
-fn too_large(limit: usize) -> Response {
-    refuse(
+fn too_large(limit: usize) -> Refusal {
+    Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         codes::PAYLOAD_TOO_LARGE,
-        &format!("request body is over the limit of {limit} bytes"),
+        format!("request body is over the limit of {limit} bytes"),
     )
 }
 
-pub async fn read_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, Response> {
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -37,10 +28,10 @@ pub async fn read_limited(
     let mut bytes = Vec::with_capacity(declared.map_or(0, |l| l as usize));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
-            refuse(
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
                 codes::BAD_REQUEST,
-                &format!("could not read the request body: {error}"),
+                format!("could not read the request body: {error}"),
             )
         })?;
         if bytes.len() + chunk.len() > limit {

@@ -12,10 +12,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::body::{read_limited, refuse};
+use super::body::read_limited;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::{Caller, ClientAddr, TokenKeys};
-use crate::error::{RequestId, codes, refusal_status};
+use crate::error::{Refusal, RequestId, codes, refusal_status};
 
 pub async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
@@ -39,8 +39,8 @@ fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
 }
 
 /// Parses the body as one operation or a batch, with the JSON parser's own words on failure.
-fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Response> {
-    let bad = |message: String| refuse(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, &message);
+fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
     let json: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     let shape = || {
@@ -58,10 +58,10 @@ fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Respons
     if let BatchRequest::Batch(requests) = &batch
         && !(1..=max_batch).contains(&requests.len())
     {
-        return Err(refuse(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             codes::BATCH_TOO_LARGE,
-            &format!(
+            format!(
                 "a batch holds 1 to {max_batch} operations; this one holds {}",
                 requests.len()
             ),
@@ -102,7 +102,7 @@ pub async fn execute(
     };
     let batch = match batch {
         Ok(batch) => batch,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let request_id = headers
         .get(REQUEST_ID)

@@ -10,13 +10,14 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::map_response;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::AppContext;
+use crate::error::{Refusal, codes};
 use crate::graphql::AppSchema;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,11 +49,12 @@ async fn explain_timeout(response: Response) -> Response {
     if response.status() == StatusCode::REQUEST_TIMEOUT
         && !response.headers().contains_key(header::CONTENT_TYPE)
     {
-        return body::refuse(
+        return Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
-            crate::error::codes::TIMEOUT,
+            codes::TIMEOUT,
             "the request took longer than the server allows",
-        );
+        )
+        .into_response();
     }
     response
 }

@@ -246,6 +246,9 @@ async fn hostile_setup() -> Hostile {
     }
 }
 
+/// Name, bearer token, body, expected HTTP status, expected error code.
+type Case<'a> = (String, Option<&'a str>, Vec<u8>, u16, &'static str);
+
 #[tokio::test]
 async fn every_bad_or_hostile_request_gets_a_clear_error_and_changes_nothing() {
     let h = hostile_setup().await;
@@ -270,7 +273,7 @@ async fn every_bad_or_hostile_request_gets_a_clear_error_and_changes_nothing() {
     };
 
     #[rustfmt::skip]
-    let mut cases: Vec<(String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("malformed JSON".into(), Some(&h.alice), br#"{"query": "mutation { lockOrder("#.to_vec(), 400, "BAD_REQUEST"),
         ("JSON that is no request".into(), Some(&h.alice), b"[1, 2, 3]".to_vec(), 400, "BAD_REQUEST"),
         ("wrong variable type".into(), Some(&h.alice), gql(LOCK, json!({ "items": "two of product one" })), 400, "GRAPHQL_VALIDATION_FAILED"),
