@@ -43,6 +43,13 @@ fn refusal(code: &str, message: String) -> ServerError {
     error
 }
 
+fn over_limit(code: &str, what: &str, value: usize, limit: usize) -> ServerError {
+    refusal(
+        code,
+        format!("query {what} is {value}; at most {limit} is allowed"),
+    )
+}
+
 /// Gives `code` to every error that has none yet.
 fn with_code(mut error: ServerError, code: &str) -> ServerError {
     let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -133,12 +140,11 @@ impl Extension for QueryLimits {
     ) -> ServerResult<ExecutableDocument> {
         let nested = nesting(query);
         if nested > self.max_nesting() {
-            return Err(refusal(
+            return Err(over_limit(
                 codes::TOO_DEEP,
-                format!(
-                    "query nests {nested} levels of brackets; at most {} are allowed",
-                    self.max_nesting()
-                ),
+                "bracket nesting",
+                nested,
+                self.max_nesting(),
             ));
         }
         let doc = next
@@ -154,12 +160,11 @@ impl Extension for QueryLimits {
             ));
         }
         if fields > self.max_complexity {
-            return Err(refusal(
+            return Err(over_limit(
                 codes::TOO_COMPLEX,
-                format!(
-                    "query selects {fields} fields; its complexity may be at most {}",
-                    self.max_complexity
-                ),
+                "field count",
+                fields,
+                self.max_complexity,
             ));
         }
         Ok(doc)
@@ -177,21 +182,19 @@ impl Extension for QueryLimits {
                 .collect::<Vec<_>>()
         })?;
         if result.depth > self.max_depth {
-            return Err(vec![refusal(
+            return Err(vec![over_limit(
                 codes::TOO_DEEP,
-                format!(
-                    "query depth is {}; at most {} is allowed",
-                    result.depth, self.max_depth
-                ),
+                "depth",
+                result.depth,
+                self.max_depth,
             )]);
         }
         if result.complexity > self.max_complexity {
-            return Err(vec![refusal(
+            return Err(vec![over_limit(
                 codes::TOO_COMPLEX,
-                format!(
-                    "query complexity is {}; at most {} is allowed",
-                    result.complexity, self.max_complexity
-                ),
+                "complexity",
+                result.complexity,
+                self.max_complexity,
             )]);
         }
         Ok(result)

@@ -89,6 +89,11 @@ async fn post(app: &TestApp, body: Vec<u8>, token: Option<&str>) -> Reply {
     }
 }
 
+async fn register(app: &TestApp, email: &str) -> Reply {
+    let body = gql(REGISTER, json!({ "email": email, "password": PASSWORD }));
+    post(app, body, None).await
+}
+
 fn lines(items: &[(&str, Value)]) -> Value {
     Value::Array(
         items
@@ -611,12 +616,7 @@ async fn text_fields_keep_meta_characters_and_unicode_verbatim() {
     let hostile = r#"x'); DROP TABLE orders; -- ]]..redis.call('FLUSHALL')--[[ %s \" 日本語 ü 😀 {store:1} $1"#;
 
     let email = r#"o'neil"--;]]{x}[[%s\ü日本😀@example.com"#;
-    let registered = post(
-        &app,
-        gql(REGISTER, json!({ "email": email, "password": PASSWORD })),
-        None,
-    )
-    .await;
+    let registered = register(&app, email).await;
     assert_eq!(
         registered.body["data"]["register"]["user"]["email"], email,
         "{}",
@@ -728,23 +728,20 @@ async fn text_fields_keep_meta_characters_and_unicode_verbatim() {
     );
 }
 
-#[tokio::test]
-async fn failed_logins_are_limited_per_email_and_address_and_the_limit_lifts() {
-    let app = spawn_app_with(
+/// At most 3 failed logins per email and per address within `window`.
+async fn login_limited_app(window: &str) -> TestApp {
+    spawn_app_with(
         TestOptions::default()
-            .arg("login-window", "2s")
+            .arg("login-window", window)
             .arg("login-max-failures", 3),
     )
-    .await;
-    let registered = post(
-        &app,
-        gql(
-            REGISTER,
-            json!({ "email": "mallory@example.com", "password": PASSWORD }),
-        ),
-        None,
-    )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_email_and_address_and_the_limit_lifts() {
+    let app = login_limited_app("2s").await;
+    let registered = register(&app, "mallory@example.com").await;
     assert_eq!(registered.body["data"]["register"]["errors"], json!([]));
     let login =
         |email: &str, password: &str| gql(LOGIN, json!({ "email": email, "password": password }));
@@ -783,12 +780,7 @@ async fn failed_logins_are_limited_per_email_and_address_and_the_limit_lifts() {
 
 #[tokio::test]
 async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_the_limit() {
-    let app = spawn_app_with(
-        TestOptions::default()
-            .arg("login-window", "1m")
-            .arg("login-max-failures", 3),
-    )
-    .await;
+    let app = login_limited_app("1m").await;
     let guesses = (0..20).map(|i| {
         let app = &app;
         async move {
@@ -810,15 +802,7 @@ async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_the_limit() {
 #[tokio::test]
 async fn a_login_for_an_unknown_email_costs_about_what_a_known_one_costs() {
     let app = spawn_app_with(TestOptions::default().arg("login-max-failures", 1000)).await;
-    post(
-        &app,
-        gql(
-            REGISTER,
-            json!({ "email": "known@example.com", "password": PASSWORD }),
-        ),
-        None,
-    )
-    .await;
+    register(&app, "known@example.com").await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     for round in 0..7 {
