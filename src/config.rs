@@ -73,7 +73,7 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// HS256 signing secret for tokens, at least 32 bytes. Required by `serve`.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// How long a login token is valid.
     #[arg(long, env = "TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
     pub token_ttl: Duration,
@@ -120,13 +120,14 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub request_timeout: Duration,
     /// Deepest GraphQL query accepted.
-    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 12, global = true)]
+    #[arg(long, env = "GRAPHQL_MAX_DEPTH", default_value_t = 15, global = true)]
     pub graphql_max_depth: usize,
-    /// Highest GraphQL query complexity accepted.
+    /// Highest GraphQL query complexity accepted: each field counts 1, a connection
+    /// counts its selection `first` times.
     #[arg(
         long,
         env = "GRAPHQL_MAX_COMPLEXITY",
-        default_value_t = 500,
+        default_value_t = 5000,
         global = true
     )]
     pub graphql_max_complexity: usize,
@@ -150,7 +151,7 @@ pub struct Config {
 impl Config {
     /// The signing secret, refusing to go on without a strong one.
     pub fn require_jwt_secret(&self) -> anyhow::Result<&str> {
-        match self.jwt_secret.as_deref() {
+        match self.jwt_secret.as_ref().map(Secret::expose) {
             Some(secret) if secret.len() >= 32 => Ok(secret),
             Some(_) => anyhow::bail!("JWT_SECRET must be at least 32 bytes"),
             None => anyhow::bail!("JWT_SECRET is required (at least 32 bytes)"),
@@ -171,5 +172,44 @@ impl Config {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
         }
         Ok(())
+    }
+}
+
+/// A setting that must never be printed: Debug (and so `{:?}` of `Config`) shows `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jwt_secret_never_shows_in_debug_output() {
+        let secret = "a-very-secret-signing-key-of-32-bytes!";
+        let cli = Cli::try_parse_from(["flashstock", "--jwt-secret", secret, "serve"]).unwrap();
+        assert_eq!(cli.config.require_jwt_secret().unwrap(), secret);
+        let printed = format!("{cli:?} {cli:#?}");
+        assert!(!printed.contains(secret), "{printed}");
+        assert!(printed.contains("Secret(***)"));
     }
 }

@@ -59,6 +59,7 @@ impl Application {
         let products = catalog.warm().await.context("cannot load the catalog")?;
         tracing::info!(products, "catalog loaded; Redis stock seeded where absent");
 
+        crate::auth::prepare_dummy_hash().await?;
         let app = AppContext {
             tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
             login_limiter: LoginLimiter::new(

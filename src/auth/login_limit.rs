@@ -1,5 +1,9 @@
 //! Failed-login limiting: counters in Redis per email and per client address, each over a
-//! fixed window that starts at the first failure. Shared by every instance.
+//! fixed window that starts at the first attempt. Shared by every instance.
+//!
+//! An attempt is counted before its password is checked: counting only after the (slow)
+//! check would let a burst of parallel guesses all pass the limit before any was counted.
+//! A successful login takes its attempt back.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,6 +11,7 @@ use std::time::Duration;
 use async_graphql::Context;
 use redis::aio::ConnectionManager;
 
+use crate::domain::Email;
 use crate::error::ApiError;
 use crate::graphql::ContextExt;
 use crate::hold::KeySpace;
@@ -26,8 +31,7 @@ pub struct LoginLimiter {
 /// Returned by `check`; report the login's result through it.
 pub struct LoginAttempt<'a> {
     limiter: &'a LoginLimiter,
-    email_key: String,
-    addr_key: Option<String>,
+    keys: Vec<String>,
 }
 
 impl LoginLimiter {
@@ -46,47 +50,55 @@ impl LoginLimiter {
         }
     }
 
-    /// Refuses with RATE_LIMITED while the email or the address is over its limit.
+    /// Counts the attempt against the email and the address, and refuses with
+    /// RATE_LIMITED when either has already used up its failures in this window.
     pub async fn check(
         &self,
         ctx: &Context<'_>,
         email: &str,
     ) -> async_graphql::Result<LoginAttempt<'_>> {
-        let email_key = self
-            .keys
-            .login_failures("email", &email.trim().to_lowercase());
-        let addr_key = ctx
-            .data_opt::<ClientAddr>()
-            .map(|a| self.keys.login_failures("addr", &a.0.to_string()));
-        let mut keys = vec![email_key.clone()];
-        keys.extend(addr_key.clone());
-        let counts: Vec<Option<u32>> = redis::cmd("MGET")
-            .arg(&keys)
+        let mut keys = vec![self.keys.login_failures("email", &Email::canonical(email))];
+        if let Some(addr) = ctx.data_opt::<ClientAddr>() {
+            keys.push(self.keys.login_failures("addr", &addr.0.to_string()));
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.incr(key, 1);
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(self.window_ms)
+                .arg("NX")
+                .ignore();
+        }
+        let counts: Vec<u32> = pipe
             .query_async(&mut self.redis.clone())
             .await
             .map_err(|e| ctx.fail(e))?;
-        if counts
-            .into_iter()
-            .flatten()
-            .any(|count| count >= self.max_failures)
-        {
+        // This attempt is number `count`; the limit allows `max_failures` before it.
+        if counts.iter().any(|count| *count > self.max_failures) {
             return Err(ctx.fail(ApiError::RateLimited));
         }
         Ok(LoginAttempt {
             limiter: self,
-            email_key,
-            addr_key,
+            keys,
         })
     }
 }
 
 impl LoginAttempt<'_> {
-    pub async fn failed(self) {
+    /// The attempt stays counted.
+    pub async fn failed(self) {}
+
+    /// A success clears the email's count and takes this attempt back from the address.
+    pub async fn succeeded(self) {
         let mut pipe = redis::pipe();
-        for key in std::iter::once(&self.email_key).chain(self.addr_key.as_ref()) {
-            pipe.incr(key, 1).ignore();
+        pipe.del(&self.keys[0]).ignore();
+        if let Some(addr) = self.keys.get(1) {
+            // Should the window have ended meanwhile, DECR starts a new count at -1;
+            // PEXPIRE NX still bounds it to one window.
+            pipe.decr(addr, 1).ignore();
             pipe.cmd("PEXPIRE")
-                .arg(key)
+                .arg(addr)
                 .arg(self.limiter.window_ms)
                 .arg("NX")
                 .ignore();
@@ -95,18 +107,7 @@ impl LoginAttempt<'_> {
             .query_async::<()>(&mut self.limiter.redis.clone())
             .await
         {
-            tracing::warn!(%error, "could not count a failed login");
-        }
-    }
-
-    /// A success clears the email's count; the address keeps its own.
-    pub async fn succeeded(self) {
-        let result: redis::RedisResult<()> = redis::cmd("DEL")
-            .arg(&self.email_key)
-            .query_async(&mut self.limiter.redis.clone())
-            .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "could not clear failed logins");
+            tracing::warn!(%error, "could not take back a successful login attempt");
         }
     }
 }

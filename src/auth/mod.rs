@@ -7,7 +7,7 @@ mod token;
 
 pub use login_limit::{ClientAddr, LoginLimiter};
 
-pub use password::{hash_password, verify_password};
+pub use password::{hash_password, prepare_dummy_hash, verify_password};
 pub use token::{Claims, ISSUER, TokenError, TokenKeys};
 
 use crate::domain::{Role, UserId};

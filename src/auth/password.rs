@@ -16,6 +16,13 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .to_string()
 });
 
+/// Computes the dummy hash now, so that the first login for an unknown email does not
+/// cost one hash more than every other login.
+pub async fn prepare_dummy_hash() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| LazyLock::force(&DUMMY_HASH).len()).await?;
+    Ok(())
+}
+
 pub async fn hash_password(password: &Password) -> anyhow::Result<String> {
     let password = password.clone();
     tokio::task::spawn_blocking(move || {

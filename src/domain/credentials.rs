@@ -9,8 +9,14 @@ const MAX_PASSWORD_LEN: usize = 128;
 pub struct Email(String);
 
 impl Email {
+    /// The form every spelling of one address shares (surrounding spaces dropped, lower
+    /// case): what accounts and failed-login counters are keyed by.
+    pub fn canonical(raw: &str) -> String {
+        raw.trim().to_lowercase()
+    }
+
     pub fn parse(raw: &str) -> Option<Self> {
-        let email = raw.trim().to_lowercase();
+        let email = Self::canonical(raw);
         if email.len() > MAX_EMAIL_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return None;

@@ -6,7 +6,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 
 use super::ContextExt;
-use super::pagination::{TotalCount, page_size};
+use super::pagination::{TotalCount, page_complexity, page_size};
 use crate::context::AppContext;
 use crate::db::{self, catalog::ProductRow};
 use crate::domain::{ProductId, StoreId};
@@ -20,6 +20,7 @@ pub struct Store {
 
 #[ComplexObject]
 impl Store {
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -185,6 +186,7 @@ impl CatalogQuery {
         Ok(row.map(Store::from))
     }
 
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,

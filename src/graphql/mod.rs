@@ -2,6 +2,7 @@
 
 mod admin;
 mod catalog;
+mod limits;
 mod orders;
 mod pagination;
 mod users;
@@ -11,6 +12,8 @@ use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
 use crate::error::{ApiError, RequestId};
+
+use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(users::UserQuery, catalog::CatalogQuery, orders::OrderQuery);
@@ -32,13 +35,20 @@ pub struct SchemaLimits {
 
 /// Built once at start; each request only adds its caller and request id.
 pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema {
+    let query_limits = QueryLimits {
+        max_depth: limits.max_depth,
+        max_complexity: limits.max_complexity,
+        introspection: limits.introspection,
+    };
+    // Depth and complexity are checked by `QueryLimits`, which says by how much a query is
+    // over; the parser's own recursion guard (it also follows fragment spreads) stays on.
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         EmptySubscription,
     )
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity);
+    .limit_recursive_depth(query_limits.max_nesting().max(32))
+    .extension(query_limits);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

@@ -168,6 +168,7 @@ impl OrderQuery {
 
     /// The caller's orders, newest first, as recorded in MySQL (may lag the live state
     /// by the flush delay; `order(id)` is always current).
+    #[graphql(complexity = "super::pagination::page_complexity(first, child_complexity)")]
     async fn my_orders(
         &self,
         ctx: &Context<'_>,

@@ -20,3 +20,9 @@ pub fn page_size(first: i32) -> Result<u32, ApiError> {
         )))
     }
 }
+
+/// A page costs what one of its items costs, times the items asked for (capped at
+/// MAX_PAGE, beyond which `page_size` refuses anyway), so nested connections multiply.
+pub fn page_complexity(first: i32, child_complexity: usize) -> usize {
+    1 + first.clamp(0, MAX_PAGE) as usize * child_complexity
+}

@@ -1,16 +1,21 @@
 //! The GraphQL endpoint: who is calling comes from the Authorization header only.
+//! Refusals made here (body too large, not JSON, batch too large) and those made by the
+//! query limits answer with a 4xx status and a JSON error carrying `extensions.code`.
 
 use std::net::SocketAddr;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use async_graphql::{BatchRequest, BatchResponse};
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::body::read_limited;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::{Caller, ClientAddr, TokenKeys};
-use crate::error::RequestId;
+use crate::error::{Refusal, RequestId, codes, refusal_status};
 
 pub async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
@@ -20,32 +25,85 @@ fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Caller::Anonymous;
     };
-    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
-    match token.map(|t| tokens.verify(t.trim())) {
+    // The scheme is case-insensitive (RFC 9110); anything but a valid Bearer token is refused.
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match token.map(|t| tokens.verify(t)) {
         Some(Ok(viewer)) => Caller::Authenticated(viewer),
         _ => Caller::Rejected,
     }
+}
+
+/// Parses the body as one operation or a batch, with the JSON parser's own words on failure.
+fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
+    let json: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
+    let shape = || {
+        bad("expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into())
+    };
+    let batch = match json {
+        serde_json::Value::Array(_) => {
+            BatchRequest::Batch(serde_json::from_value(json).map_err(|_| shape())?)
+        }
+        serde_json::Value::Object(_) => {
+            BatchRequest::Single(serde_json::from_value(json).map_err(|_| shape())?)
+        }
+        _ => return Err(shape()),
+    };
+    if let BatchRequest::Batch(requests) = &batch
+        && !(1..=max_batch).contains(&requests.len())
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            codes::BATCH_TOO_LARGE,
+            format!(
+                "a batch holds 1 to {max_batch} operations; this one holds {}",
+                requests.len()
+            ),
+        ));
+    }
+    Ok(batch)
+}
+
+/// 400 or 429 when a single operation was refused before it produced any data.
+fn status_of(response: &BatchResponse) -> StatusCode {
+    let BatchResponse::Single(response) = response else {
+        return StatusCode::OK;
+    };
+    if response.data != async_graphql::Value::Null {
+        return StatusCode::OK;
+    }
+    response
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref()?.get("code").cloned())
+        .and_then(|code| match code {
+            async_graphql::Value::String(code) => refusal_status(&code),
+            _ => None,
+        })
+        .unwrap_or(StatusCode::OK)
 }
 
 pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLBatchRequest,
+    body: Body,
 ) -> Response {
-    let batch = request.into_inner();
-    let max_batch = state.app.config.graphql_max_batch;
-    if let async_graphql::BatchRequest::Batch(requests) = &batch
-        && requests.len() > max_batch
-    {
-        let body = serde_json::json!({
-            "errors": [{
-                "message": format!("a batch may hold at most {max_batch} operations"),
-                "extensions": { "code": "BATCH_TOO_LARGE" }
-            }]
-        });
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    }
+    let config = &state.app.config;
+    let batch = match read_limited(&headers, body, config.max_body_bytes).await {
+        Ok(bytes) => parse_request(&bytes, config.graphql_max_batch),
+        Err(refused) => Err(refused),
+    };
+    let batch = match batch {
+        Ok(batch) => batch,
+        Err(refused) => return refused.into_response(),
+    };
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -55,5 +113,6 @@ pub async fn execute(
         .data(caller(&headers, &state.app.tokens))
         .data(RequestId(request_id))
         .data(ClientAddr(addr.ip()));
-    GraphQLResponse::from(state.schema.execute_batch(batch).await).into_response()
+    let response = state.schema.execute_batch(batch).await;
+    (status_of(&response), GraphQLResponse::from(response)).into_response()
 }

@@ -1,19 +1,23 @@
 //! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz and /readyz.
 
+mod body;
 mod graphql;
 mod health;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::AppContext;
+use crate::error::{Refusal, codes};
 use crate::graphql::AppSchema;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -24,21 +28,52 @@ pub struct HttpState {
     pub schema: AppSchema,
 }
 
+/// The span of one request: method, path and request id. Never the query string, the
+/// headers (Authorization) or the body (passwords), so none of them reach the logs.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id,
+    )
+}
+
+/// The timeout layer answers with an empty body; give it the JSON error every refusal has.
+async fn explain_timeout(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::TIMEOUT,
+            "the request took longer than the server allows",
+        )
+        .into_response();
+    }
+    response
+}
+
+/// The body limit (MAX_BODY_BYTES) is applied where the body is read, `body::read_limited`,
+/// so that a chunked body over it gets the same 413 as a declared one.
 pub fn router(state: HttpState) -> Router {
-    let config = &state.app.config;
-    let body_limit = config.max_body_bytes;
-    let timeout: Duration = config.request_timeout;
+    let timeout: Duration = state.app.config.request_timeout;
     Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
-        .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(map_response(explain_timeout))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

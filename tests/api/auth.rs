@@ -34,7 +34,7 @@ fn error_code(body: &Value) -> &str {
         .unwrap_or("<none>")
 }
 
-fn sign(claims: &Value, secret: &str, algorithm: Algorithm) -> String {
+pub fn sign(claims: &Value, secret: &str, algorithm: Algorithm) -> String {
     jsonwebtoken::encode(
         &Header::new(algorithm),
         claims,
@@ -199,7 +199,7 @@ async fn a_customer_cannot_use_admin_mutations() {
 }
 
 /// Base64url without padding, enough to hand-build an unsigned token.
-mod unpadded_base64url {
+pub mod unpadded_base64url {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     pub fn encode(bytes: &[u8]) -> String {

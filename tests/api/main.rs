@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod expiry;
 mod flush;
+mod hardening;
 mod health;
 mod helpers;
 mod schema;
