@@ -3,4 +3,5 @@
 mod auth;
 mod health;
 mod helpers;
+mod hold;
 mod schema;
