@@ -63,40 +63,28 @@ fn data(body: Value, field: &str) -> Value {
     body["data"][field].clone()
 }
 
+/// Runs one operation as the token's user and returns its `data.<field>`.
+async fn call(app: &TestApp, token: &str, query: &str, variables: Value, field: &str) -> Value {
+    data(app.graphql(query, variables, Some(token)).await, field)
+}
+
 async fn lock(app: &TestApp, token: &str, items: Value, key: Option<&str>) -> Value {
-    let body = app
-        .graphql(
-            &lock_mutation(),
-            json!({ "items": items, "key": key }),
-            Some(token),
-        )
-        .await;
-    data(body, "lockOrder")
+    let variables = json!({ "items": items, "key": key });
+    call(app, token, &lock_mutation(), variables, "lockOrder").await
 }
 
 async fn confirm(app: &TestApp, token: &str, order: &str, reference: &str) -> Value {
-    let body = app
-        .graphql(
-            &confirm_mutation(),
-            json!({ "id": order, "ref": reference }),
-            Some(token),
-        )
-        .await;
-    data(body, "confirmOrder")
+    let variables = json!({ "id": order, "ref": reference });
+    call(app, token, &confirm_mutation(), variables, "confirmOrder").await
 }
 
 async fn cancel(app: &TestApp, token: &str, order: &str) -> Value {
-    let body = app
-        .graphql(&cancel_mutation(), json!({ "id": order }), Some(token))
-        .await;
-    data(body, "cancelOrder")
+    let variables = json!({ "id": order });
+    call(app, token, &cancel_mutation(), variables, "cancelOrder").await
 }
 
 async fn order(app: &TestApp, token: &str, order: &str) -> Value {
-    let body = app
-        .graphql(&order_query(), json!({ "id": order }), Some(token))
-        .await;
-    data(body, "order")
+    call(app, token, &order_query(), json!({ "id": order }), "order").await
 }
 
 fn codes(payload: &Value) -> Vec<String> {
