@@ -1,4 +1,6 @@
--- cancel.lua: HELD -> CANCELLED, units back to the sale at once.
+-- cancel.lua: HELD -> CANCELLED, units back to the sale at once. A hold already past
+-- its deadline expires here instead, exactly as the sweeper would have expired it: the
+-- answer must not depend on whether the sweeper got there first.
 -- Runs after hold_lib.lua (KEYS[1..6] are the store's keys described there).
 --
 -- KEYS[7]  hold:<order>      KEYS[8]  hold:<order>:ttl
@@ -9,24 +11,34 @@
 -- Replies:
 --   {'CANCELLED'}         released now
 --   {'ALREADY'}           cancelled before; nothing changed
+--   {'EXPIRED'}           past held_until (released now, or released before)
 --   {'NOT_FOUND'}         no such hold, or someone else's and the caller is no ADMIN
---   {'INVALID', status}   CONFIRMED or EXPIRED: nothing changed
+--   {'INVALID', status}   CONFIRMED: nothing changed
 
 local hold_key, marker_key = KEYS[7], KEYS[8]
 local order_id, user, is_admin = ARGV[1], ARGV[2], ARGV[3] == '1'
 local retention_ms = tonumber(ARGV[4])
 
-local status, owner = unpack(redis.call('HMGET', hold_key, 'status', 'user'))
+local status, owner, held_until =
+  unpack(redis.call('HMGET', hold_key, 'status', 'user', 'held_until'))
 if not status or (owner ~= user and not is_admin) then
   return { 'NOT_FOUND' }
 end
 if status == 'CANCELLED' then
   return { 'ALREADY' }
 end
+if status == 'EXPIRED' then
+  return { 'EXPIRED' }
+end
 if status ~= 'HELD' then
   return { 'INVALID', status }
 end
 
-release(order_id, hold_key, 'CANCELLED', now_ms(), retention_ms)
+local now = now_ms()
+if now >= tonumber(held_until) then
+  release(order_id, hold_key, 'EXPIRED', now, retention_ms)
+  return { 'EXPIRED' }
+end
+release(order_id, hold_key, 'CANCELLED', now, retention_ms)
 redis.call('DEL', marker_key)
 return { 'CANCELLED' }

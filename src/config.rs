@@ -86,6 +86,11 @@ pub struct Config {
     /// Most holds one sweep script releases per store.
     #[arg(long, env = "SWEEP_BATCH", default_value_t = 500, global = true)]
     pub sweep_batch: usize,
+    /// Longest wait for one Redis reply. A reply that times out makes the client drop
+    /// its connection and fail every command in flight on it, so keep this well above
+    /// the slowest moment of a busy sale (redis-rs would otherwise use 500ms).
+    #[arg(long, env = "REDIS_RESPONSE_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub redis_response_timeout: Duration,
     /// Prefix of every Redis key; no braces (they would break the store hash tag).
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "fs", global = true)]
     pub redis_key_prefix: String,

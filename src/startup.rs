@@ -40,7 +40,9 @@ impl Application {
         };
 
         let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-        let redis = redis::aio::ConnectionManager::new(client)
+        let redis_config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.redis_response_timeout));
+        let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config)
             .await
             .context("cannot connect to Redis at REDIS_URL")?;
         let redis_pool = deadpool_redis::Config::from_url(config.redis_url.as_str())

@@ -259,7 +259,8 @@ impl OrderMutation {
         Ok(payload(result))
     }
 
-    /// HELD becomes CANCELLED and the units go back at once. Owner or ADMIN.
+    /// HELD becomes CANCELLED and the units go back at once; a hold past its deadline
+    /// expires instead (HOLD_EXPIRED). Owner or ADMIN.
     async fn cancel_order(
         &self,
         ctx: &Context<'_>,

@@ -58,6 +58,8 @@ pub enum ConfirmOutcome {
 pub enum CancelOutcome {
     Cancelled,
     AlreadyCancelled,
+    /// Past its deadline: expired (now, or before), its units back to the sale.
+    Expired,
     NotFound,
     InvalidState,
 }
@@ -210,6 +212,7 @@ impl HoldEngine {
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => CancelOutcome::Cancelled,
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
+            Some("EXPIRED") => CancelOutcome::Expired,
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),

@@ -56,4 +56,12 @@ impl OrderError {
     pub fn order_not_found() -> Self {
         Self::new(OrderErrorCode::OrderNotFound, "order not found").with_field("orderId")
     }
+
+    pub fn hold_expired() -> Self {
+        Self::new(
+            OrderErrorCode::HoldExpired,
+            "the hold expired; its units went back to the sale",
+        )
+        .with_field("orderId")
+    }
 }

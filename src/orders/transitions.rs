@@ -38,13 +38,7 @@ pub async fn confirm_order(
         ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed => {
             Ok(reload(db, engine, order).await?)
         }
-        ConfirmOutcome::Expired => Err(vec![
-            OrderError::new(
-                OrderErrorCode::HoldExpired,
-                "the hold expired; its units went back to the sale",
-            )
-            .with_field("orderId"),
-        ]),
+        ConfirmOutcome::Expired => Err(vec![OrderError::hold_expired()]),
         ConfirmOutcome::NotFound => Err(vec![OrderError::order_not_found()]),
         ConfirmOutcome::InvalidState => Err(vec![
             OrderError::new(
@@ -70,6 +64,7 @@ pub async fn cancel_order(
             CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {
                 Ok(reload(db, engine, order).await?)
             }
+            CancelOutcome::Expired => Err(vec![OrderError::hold_expired()]),
             CancelOutcome::NotFound => Err(vec![OrderError::order_not_found()]),
             CancelOutcome::InvalidState => Err(vec![
                 OrderError::new(

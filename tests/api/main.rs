@@ -7,4 +7,5 @@ mod flush;
 mod hardening;
 mod health;
 mod helpers;
+mod hold;
 mod schema;
