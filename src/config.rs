@@ -115,6 +115,9 @@ pub struct Config {
     /// Outbox entries pending this long on a silent consumer are claimed by another.
     #[arg(long, env = "FLUSH_CLAIM_IDLE", default_value = "30s", value_parser = duration, global = true)]
     pub flush_claim_idle: Duration,
+    /// Run the outbox flusher in this instance (off: another instance flushes).
+    #[arg(long, env = "FLUSH_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub flush_enabled: bool,
     /// Name of this instance's outbox consumer; defaults to host name and process id.
     #[arg(long, env = "FLUSH_CONSUMER", global = true)]
     pub flush_consumer: Option<String>,

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use crate::helpers::{base_database_url, database_url_for, redis_url, unique_suffix};
+use crate::helpers::{
+    base_database_url, database_url_for, drop_database, redis_url, unique_suffix,
+};
 
 fn flashstock(database_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flashstock"));
@@ -76,16 +78,4 @@ fn serve_refuses_to_start_without_a_strong_secret() {
     let stderr = String::from_utf8_lossy(&short.stderr);
     assert!(stderr.contains("at least 32 bytes"), "{stderr}");
     assert!(!stderr.contains("too-short"), "the secret is never echoed");
-}
-
-async fn drop_database(name: &str) {
-    let db = flashstock::db::connect_existing(&base_database_url())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS `{name}`"
-    )))
-    .execute(&db)
-    .await
-    .unwrap();
 }

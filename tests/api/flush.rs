@@ -280,7 +280,7 @@ async fn outbox_lag_ms(app: &TestApp, store: StoreId) -> Option<i64> {
 
 #[tokio::test]
 async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(flushing()).await;
     let sale = open_sale(&app, 40).await;
 
     let sampling = Arc::new(AtomicBool::new(true));
@@ -717,7 +717,7 @@ fn run_audit(app: &TestApp) -> (bool, String) {
 
 #[tokio::test]
 async fn every_final_status_restocks_and_replays_are_recorded_once() {
-    let app = spawn_app_with(TestOptions::default().arg("hold-ttl", "1s")).await;
+    let app = spawn_app_with(flushing().arg("hold-ttl", "1s")).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 1_000, 100, None).await;
     let (_, customer) = app.create_customer().await;
@@ -878,4 +878,9 @@ async fn every_final_status_restocks_and_replays_are_recorded_once() {
         )),
         "{output}"
     );
+}
+
+/// The harness keeps outbox entries by default; these tests are about the flusher.
+fn flushing() -> TestOptions {
+    TestOptions::default().arg("flush-enabled", "true")
 }

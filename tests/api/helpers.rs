@@ -92,6 +92,9 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         ("redis-key-prefix", prefix.clone()),
         // Never CONFIG SET the shared Redis; tests that want it on use a PrivateRedis.
         ("redis-configure-notifications", "false".to_owned()),
+        // The flusher deletes the outbox entries it has written to MySQL; tests that count
+        // the events a transition appends keep them. Flush tests switch it on.
+        ("flush-enabled", "false".to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
@@ -263,10 +266,13 @@ pub fn password_hash() -> String {
 
 impl Drop for TestApp {
     /// Drops the test's database and Redis keys on a thread of its own: the test's runtime
-    /// may already be gone.
+    /// may already be gone, or blocked right here while the service still runs on it.
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
         }
         let db_name = self.db_name.clone();
         let prefix = self.keys.prefix().to_owned();
@@ -276,25 +282,56 @@ impl Drop for TestApp {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                if let Ok(db) = db::connect_existing(&base_database_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS `{db_name}`"
-                    )))
-                    .execute(&db)
-                    .await;
-                }
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> =
-                        conn.keys(format!("{prefix}:*")).await.unwrap_or_default();
-                    for chunk in keys.chunks(500) {
-                        let _: redis::RedisResult<()> = conn.del(chunk).await;
-                    }
-                }
+                drop_database(&db_name).await;
+                delete_keys(&prefix).await;
             });
         })
         .join();
+    }
+}
+
+/// Drops a test database. Its service may be stopped mid-transaction (a panicking test
+/// blocks the runtime it runs on), so its connections are killed first: an open
+/// transaction would otherwise hold the metadata lock DROP DATABASE waits for.
+pub async fn drop_database(name: &str) {
+    let Ok(db) = db::connect_existing(&base_database_url()).await else {
+        return;
+    };
+    let sessions: Vec<u64> =
+        sqlx::query_scalar("SELECT id FROM information_schema.processlist WHERE db = ?")
+            .bind(name)
+            .fetch_all(&db)
+            .await
+            .unwrap_or_default();
+    for id in sessions {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("KILL {id}")))
+            .execute(&db)
+            .await;
+    }
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS `{name}`"
+    )))
+    .execute(&db)
+    .await;
+    db.close().await;
+}
+
+/// Deletes a test's Redis keys with SCAN, which never blocks Redis the way KEYS does.
+async fn delete_keys(prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut keys: Vec<String> = Vec::new();
+    if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}:*")).await {
+        while let Some(Ok(key)) = iter.next_item().await {
+            keys.push(key);
+        }
+    }
+    for chunk in keys.chunks(500) {
+        let _: redis::RedisResult<()> = conn.del(chunk).await;
     }
 }
 

@@ -32,6 +32,8 @@ impl ServiceProcess {
             .env("REDIS_KEY_PREFIX", app.keys.prefix())
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("REDIS_CONFIGURE_NOTIFICATIONS", "false")
+            // Keep the outbox entries: the tests count the events each release appends.
+            .env("FLUSH_ENABLED", "false")
             .env("RUST_LOG", "info,sqlx=warn")
             .envs(env.iter().copied())
             .stdout(output.try_clone().unwrap())
