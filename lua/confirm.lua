@@ -49,6 +49,6 @@ redis.call('HSET', hold_key, 'status', 'CONFIRMED', 'confirmed', int(now),
   'finished', int(now), 'payment_ref', payment_ref, 'version', 2)
 redis.call('ZREM', store.deadlines, order_id)
 redis.call('DEL', marker_key)
-redis.call('PEXPIRE', hold_key, retention_ms)
 append_order_event(order_id, hold_key)
+redis.call('PEXPIRE', hold_key, retention_ms)
 return { 'CONFIRMED' }

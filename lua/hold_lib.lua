@@ -62,6 +62,7 @@ local function release(order_id, hold_key, status, now, retention_ms)
   end)
   redis.call('HSET', hold_key, 'status', status, 'finished', int(now), 'version', 2)
   redis.call('ZREM', store.deadlines, order_id)
-  redis.call('PEXPIRE', hold_key, retention_ms)
   append_order_event(order_id, hold_key)
+  -- After the event: the event must carry the hold's fields whatever the retention.
+  redis.call('PEXPIRE', hold_key, retention_ms)
 end

@@ -170,8 +170,19 @@ impl Config {
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
             anyhow::bail!("REDIS_KEY_PREFIX must be non-empty and contain no braces");
         }
-        if self.hold_ttl < Duration::from_millis(100) {
-            anyhow::bail!("HOLD_TTL must be at least 100ms");
+        // Redis rejects a zero or enormous PX, and a script cannot roll back what it wrote
+        // before the rejected command: refuse such values here instead.
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let second = Duration::from_secs(1);
+        for (name, value, least) in [
+            ("HOLD_TTL", self.hold_ttl, Duration::from_millis(100)),
+            ("IDEMPOTENCY_TTL", self.idempotency_ttl, second),
+            ("HOLD_RETENTION", self.hold_retention, second),
+            ("LOGIN_WINDOW", self.login_window, second),
+        ] {
+            if value < least || value > year {
+                anyhow::bail!("{name} must be between {least:?} and 365 days");
+            }
         }
         if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
             anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");
@@ -210,6 +221,21 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_redis_would_reject_are_refused_at_start() {
+        for (flag, value) in [
+            ("--idempotency-ttl", "0s"),
+            ("--hold-retention", "0s"),
+            ("--hold-ttl", "400days"),
+            ("--login-window", "0s"),
+        ] {
+            let cli = Cli::try_parse_from(["flashstock", flag, value, "serve"]).unwrap();
+            assert!(cli.config.validate().is_err(), "{flag} {value}");
+        }
+        let defaults = Cli::try_parse_from(["flashstock", "serve"]).unwrap();
+        assert!(defaults.config.validate().is_ok());
+    }
 
     #[test]
     fn the_jwt_secret_never_shows_in_debug_output() {

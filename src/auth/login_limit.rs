@@ -31,7 +31,8 @@ pub struct LoginLimiter {
 /// Returned by `check`; report the login's result through it.
 pub struct LoginAttempt<'a> {
     limiter: &'a LoginLimiter,
-    keys: Vec<String>,
+    email_key: Option<String>,
+    addr_key: Option<String>,
 }
 
 impl LoginLimiter {
@@ -57,9 +58,19 @@ impl LoginLimiter {
         ctx: &Context<'_>,
         email: &str,
     ) -> async_graphql::Result<LoginAttempt<'_>> {
-        let mut keys = vec![self.keys.login_failures("email", &Email::canonical(email))];
-        if let Some(addr) = ctx.data_opt::<ClientAddr>() {
-            keys.push(self.keys.login_failures("addr", &addr.0.to_string()));
+        // Only a well-formed email gets a counter of its own: its key is then bounded by the
+        // 254-byte limit, and a malformed one can never log in anyway (the address counts it).
+        let email_key = Email::parse(email).map(|e| self.keys.login_failures("email", e.as_str()));
+        let addr_key = ctx
+            .data_opt::<ClientAddr>()
+            .map(|addr| self.keys.login_failures("addr", &addr.0.to_string()));
+        let keys: Vec<String> = email_key.iter().chain(addr_key.iter()).cloned().collect();
+        if keys.is_empty() {
+            return Ok(LoginAttempt {
+                limiter: self,
+                email_key,
+                addr_key,
+            });
         }
         let mut pipe = redis::pipe();
         for key in &keys {
@@ -80,7 +91,8 @@ impl LoginLimiter {
         }
         Ok(LoginAttempt {
             limiter: self,
-            keys,
+            email_key,
+            addr_key,
         })
     }
 }
@@ -92,8 +104,10 @@ impl LoginAttempt<'_> {
     /// A success clears the email's count and takes this attempt back from the address.
     pub async fn succeeded(self) {
         let mut pipe = redis::pipe();
-        pipe.del(&self.keys[0]).ignore();
-        if let Some(addr) = self.keys.get(1) {
+        if let Some(email) = &self.email_key {
+            pipe.del(email).ignore();
+        }
+        if let Some(addr) = &self.addr_key {
             // Should the window have ended meanwhile, DECR starts a new count at -1;
             // PEXPIRE NX still bounds it to one window.
             pipe.decr(addr, 1).ignore();

@@ -26,8 +26,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     connect_existing(url).await
 }
 
-/// Opens a pool without touching the server first: the service starts even while MySQL
-/// is down (orders keep flowing into the outbox), and /readyz says so.
+/// Opens a pool on a database that exists already (`serve --no-migrate`, tools, tests).
 pub async fn connect_existing(url: &str) -> anyhow::Result<Db> {
     MySqlPoolOptions::new()
         .max_connections(16)
