@@ -2,9 +2,9 @@
 # writes. Input lines: "<connections> <redis|mysql|flashstock> <rps> <p50 ms> <p99 ms>".
 # Variables: rss (peak RSS, KiB), oversold (units), sellout (units of the sell-out run).
 
-function name(system) {
-    if (system == "redis") return "Redis ceiling: EVALSHA of lock.lua (redis-benchmark)"
-    if (system == "mysql") return "MySQL row lock: FOR UPDATE transaction (mariadb-slap)"
+function label(what) {
+    if (what == "redis") return "Redis ceiling: EVALSHA of lock.lua (redis-benchmark)"
+    if (what == "mysql") return "MySQL row lock: FOR UPDATE transaction (mariadb-slap)"
     return "flashstock: lockOrder over HTTP (wrk)"
 }
 function verdict(ok) { return ok ? "met" : "**missed**" }
@@ -22,7 +22,7 @@ END {
         split("redis mysql flashstock", systems, " ")
         for (j = 1; j <= 3; j++) {
             s = systems[j]
-            printf "| %s | %s | %d | %.2f | %.2f |\n", c, name(s), rps[c, s], p50[c, s], p99[c, s]
+            printf "| %s | %s | %d | %.2f | %.2f |\n", c, label(s), rps[c, s], p50[c, s], p99[c, s]
         }
     }
     print ""
