@@ -1,13 +1,16 @@
 //! The GraphQL endpoint: who is calling comes from the Authorization header only.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::parsed_queries::ParsedQueries;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::{Caller, ClientAddr, TokenKeys};
 use crate::error::RequestId;
@@ -30,10 +33,11 @@ fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
 pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(parsed): Extension<Arc<ParsedQueries>>,
     headers: HeaderMap,
     request: GraphQLBatchRequest,
 ) -> Response {
-    let batch = request.into_inner();
+    let mut batch = request.into_inner();
     let max_batch = state.app.config.graphql_max_batch;
     if let async_graphql::BatchRequest::Batch(requests) = &batch
         && requests.len() > max_batch
@@ -51,6 +55,7 @@ pub async fn execute(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    parsed.attach(&mut batch);
     let batch = batch
         .data(caller(&headers, &state.app.tokens))
         .data(RequestId(request_id))
