@@ -65,7 +65,7 @@ function statusOf(result, field) {
 export function setup() {
   const tag = runTag();
   const admin = adminToken();
-  const productId = createProduct(admin, { name: `Checkout ${tag}`, stock: STOCK });
+  const productId = createProduct(admin, { name: `Checkout ${tag} ${Date.now()}`, stock: STOCK });
   const tokens = customers(`checkout-${tag}`, CUSTOMERS, 16);
   return { productId, tokens };
 }

@@ -54,7 +54,7 @@ export function setup() {
   const tag = runTag();
   const admin = adminToken();
   const productId = createProduct(admin, {
-    name: `Flash sale ${tag}`,
+    name: `Flash sale ${tag} ${Date.now()}`,
     stock: UNITS,
     maxPerCustomer: QUANTITY,
   });
