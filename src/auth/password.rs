@@ -1,9 +1,12 @@
 //! argon2id password hashes, computed off the async runtime (they cost milliseconds of CPU).
 
+use std::num::NonZero;
 use std::sync::LazyLock;
+use std::thread::available_parallelism;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use tokio::sync::Semaphore;
 
 use crate::domain::Password;
 
@@ -23,22 +26,57 @@ pub async fn prepare_dummy_hash() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One hash or verification takes a core for tens of milliseconds and ~19 MiB (argon2's
+/// default memory cost). At most one per core runs at once: a burst of logins waits here
+/// instead of starting a blocking thread and 19 MiB each (GiBs at a sale's opening).
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
+    return_large_blocks_to_the_system();
+    Semaphore::new(available_parallelism().map_or(2, NonZero::get))
+});
+
+/// glibc serves a block of 128 KiB or more with its own mmap, unmapped on free, but raises
+/// that threshold to the size of the first such block freed: every later 19 MiB argon2
+/// block then comes from a heap that keeps it resident after the hash, and a few hundred
+/// logins left the service at ~300 MiB RSS. Pinning the threshold (which also turns the
+/// raising off) gives each hash's memory back as soon as it is done.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: mallopt only changes the allocator's tuning; any value is valid, and a
+        // refusal (0) merely leaves the default in place.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}
+
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let _turn = HASHING.acquire().await?;
+    tokio::task::spawn_blocking(work).await?
+}
+
 pub async fn hash_password(password: &Password) -> anyhow::Result<String> {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         Ok(Argon2::default()
             .hash_password(password.expose().as_bytes())
             .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
             .to_string())
     })
-    .await?
+    .await
 }
 
 /// Verifies `password` against `stored`, or against a dummy hash when there is no user,
 /// so both paths take the same time. True only for a real match.
 pub async fn verify_password(password: &str, stored: Option<String>) -> anyhow::Result<bool> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let parsed = PasswordHash::new(&hash)
@@ -48,5 +86,5 @@ pub async fn verify_password(password: &str, stored: Option<String>) -> anyhow::
             .is_ok();
         Ok(known && matches)
     })
-    .await?
+    .await
 }

@@ -60,7 +60,7 @@ fn with_code(mut error: ServerError, code: &str) -> ServerError {
 }
 
 /// The deepest bracket nesting (`{`, `(`, `[`) outside strings and comments.
-fn nesting(query: &str) -> usize {
+pub(crate) fn nesting(query: &str) -> usize {
     let bytes = query.as_bytes();
     let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
     while i < bytes.len() {

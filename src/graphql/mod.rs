@@ -3,6 +3,8 @@
 mod admin;
 mod catalog;
 mod limits;
+
+pub(crate) use limits::nesting;
 mod orders;
 mod pagination;
 mod users;

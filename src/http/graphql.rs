@@ -3,6 +3,7 @@
 //! query limits answer with a 4xx status and a JSON error carrying `extensions.code`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse};
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::body::read_limited;
+use super::parsed_queries::ParsedQueries;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::{Caller, ClientAddr, TokenKeys};
 use crate::error::{Refusal, RequestId, codes, refusal_status};
@@ -92,6 +94,7 @@ fn status_of(response: &BatchResponse) -> StatusCode {
 pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(parsed): Extension<Arc<ParsedQueries>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -109,6 +112,7 @@ pub async fn execute(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    parsed.attach(&mut batch);
     let batch = batch
         .data(caller(&headers, &state.app.tokens))
         .data(RequestId(request_id))

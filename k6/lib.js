@@ -1,0 +1,161 @@
+// Shared by the k6 scripts: the GraphQL post, accounts, and the admin's product.
+//
+// Every helper reads the GraphQL body. A 200 with `errors` is a failure here, never
+// a success: the service answers business refusals inside the payload and GraphQL
+// errors at the top level, both with HTTP 200.
+
+import http from 'k6/http';
+import { fail } from 'k6';
+
+export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
+export const GRAPHQL_URL = `${BASE_URL.replace(/\/$/, '')}/graphql`;
+export const ADMIN_EMAIL = __ENV.ADMIN_EMAIL || 'admin@example.com';
+export const ADMIN_PASSWORD = __ENV.ADMIN_PASSWORD || 'password123';
+export const STORE_ID = __ENV.STORE_ID || '1';
+export const PASSWORD = __ENV.BUYER_PASSWORD || 'flash-sale-pass';
+
+// A tag for this run's emails and product names, so runs never collide.
+export function runTag() {
+  return __ENV.RUN_TAG || `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+function request(query, variables, token) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) {
+    headers.Authorization = `Bearer ${token}`;
+  }
+  return {
+    method: 'POST',
+    url: GRAPHQL_URL,
+    body: JSON.stringify({ query, variables: variables || {} }),
+    params: { headers, tags: { name: query.trim().split(/[\s({]+/)[1] || 'graphql' } },
+  };
+}
+
+// The parsed body, or null when there is none (connection error, HTML error page).
+export function body(response) {
+  try {
+    return response.json();
+  } catch (_) {
+    return null;
+  }
+}
+
+// POSTs one operation; returns { response, body }.
+export function gql(query, variables, token) {
+  const r = request(query, variables, token);
+  const response = http.post(r.url, r.body, r.params);
+  return { response, body: body(response) };
+}
+
+// POSTs many operations at once (one connection each); returns [{ response, body }].
+export function gqlBatch(operations) {
+  const responses = http.batch(
+    operations.map(({ query, variables, token }) => {
+      const r = request(query, variables, token);
+      return [r.method, r.url, r.body, r.params];
+    }),
+  );
+  return responses.map((response) => ({ response, body: body(response) }));
+}
+
+// The payload of field `name`, or fail() with what the server said instead.
+export function payloadOrFail(result, name) {
+  const payload = result.body && result.body.data && result.body.data[name];
+  if (!payload || (result.body.errors && result.body.errors.length)) {
+    fail(`${name}: HTTP ${result.response.status}: ${result.response.body}`);
+  }
+  return payload;
+}
+
+const AUTH_FIELDS = 'token errors { code message }';
+export const REGISTER = `mutation register($email: String!, $password: String!) {
+  register(email: $email, password: $password) { ${AUTH_FIELDS} } }`;
+export const LOGIN = `mutation login($email: String!, $password: String!) {
+  login(email: $email, password: $password) { ${AUTH_FIELDS} } }`;
+
+export function login(email, password) {
+  const payload = payloadOrFail(gql(LOGIN, { email, password }), 'login');
+  if (!payload.token) {
+    fail(`login ${email}: ${JSON.stringify(payload.errors)}`);
+  }
+  return payload.token;
+}
+
+export function adminToken() {
+  return login(ADMIN_EMAIL, ADMIN_PASSWORD);
+}
+
+// Registers `count` customers `<prefix>-<i>@example.com`, `parallel` at a time (each
+// costs the server one password hash). An email already taken is logged in instead, so
+// a fixed RUN_TAG reuses the accounts of an earlier run. Returns their tokens.
+export function customers(prefix, count, parallel) {
+  const tokens = [];
+  const step = Math.max(1, parallel || 16);
+  for (let start = 0; start < count; start += step) {
+    const emails = [];
+    for (let i = start; i < Math.min(count, start + step); i++) {
+      emails.push(`${prefix}-${i}@example.com`);
+    }
+    const results = gqlBatch(
+      emails.map((email) => ({ query: REGISTER, variables: { email, password: PASSWORD } })),
+    );
+    results.forEach((result, i) => {
+      const payload = payloadOrFail(result, 'register');
+      if (payload.token) {
+        tokens.push(payload.token);
+      } else if (payload.errors.length && payload.errors[0].code === 'EMAIL_TAKEN') {
+        tokens.push(login(emails[i], PASSWORD));
+      } else {
+        fail(`register ${emails[i]}: ${JSON.stringify(payload.errors)}`);
+      }
+    });
+  }
+  return tokens;
+}
+
+export const CREATE_PRODUCT = `mutation createProduct($input: CreateProductInput!) {
+  createProduct(input: $input) { product { id available } errors { code message } } }`;
+
+// Creates a product as the admin; returns its id.
+export function createProduct(admin, input) {
+  const payload = payloadOrFail(
+    gql(CREATE_PRODUCT, { input: { storeId: STORE_ID, priceCents: 1000, ...input } }, admin),
+    'createProduct',
+  );
+  if (!payload.product) {
+    fail(`createProduct: ${JSON.stringify(payload.errors)}`);
+  }
+  return payload.product.id;
+}
+
+export const AVAILABLE = 'query available($id: ID!) { product(id: $id) { id available } }';
+
+export function available(productId) {
+  const product = payloadOrFail(gql(AVAILABLE, { id: productId }), 'product');
+  return product.available;
+}
+
+export const LOCK_ORDER = `mutation lockOrder($input: LockOrderInput!) {
+  lockOrder(input: $input) {
+    order { id status heldUntil }
+    errors { code productId available }
+  } }`;
+
+// One lockOrder of `quantity` units; returns { response, body, payload } where payload
+// is the lockOrder payload or null when the request failed as a whole.
+export function lockOrder(token, productId, quantity, idempotencyKey) {
+  const input = { items: [{ productId, quantity }] };
+  if (idempotencyKey) {
+    input.idempotencyKey = idempotencyKey;
+  }
+  const result = gql(LOCK_ORDER, { input }, token);
+  const payload =
+    result.body && !result.body.errors && result.body.data ? result.body.data.lockOrder : null;
+  return { ...result, payload };
+}
+
+// First error code of a payload, or undefined.
+export function errorCode(payload) {
+  return payload && payload.errors.length ? payload.errors[0].code : undefined;
+}
