@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse};
 use async_graphql_axum::GraphQLResponse;
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -103,7 +104,7 @@ pub async fn execute(
         Ok(bytes) => parse_request(&bytes, config.graphql_max_batch),
         Err(refused) => Err(refused),
     };
-    let batch = match batch {
+    let mut batch = match batch {
         Ok(batch) => batch,
         Err(refused) => return refused.into_response(),
     };
