@@ -87,14 +87,18 @@ for i = 1, n do
   total = total + qtys[i] * prices[i]
 end
 
-redis.call('HSET', hold_key,
+local fields = {
   'user', user, 'store', store_id, 'lines', table.concat(lines, ','),
   'total', int(total), 'status', 'HELD', 'created', int(now),
-  'held_until', int(held_until), 'idem', idem, 'version', 1)
+  'held_until', int(held_until), 'idem', idem, 'version', 1,
+}
+redis.call('HSET', hold_key, unpack(fields))
 redis.call('SET', marker_key, '1', 'PX', hold_ttl_ms)
 redis.call('ZADD', store.deadlines, held_until, order_id)
 if idem_key then
   redis.call('SET', idem_key, order_id, 'PX', idem_ttl_ms)
 end
-append_order_event(order_id, hold_key)
+-- The hold was just written from `fields`: append them as they are instead of reading
+-- the hash back (this is the hottest script).
+redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, unpack(fields))
 return { 'HELD', now, held_until }
