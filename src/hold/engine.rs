@@ -128,9 +128,7 @@ impl HoldEngine {
     pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<LockOutcome> {
         let store = request.order.store;
         let mut invocation = SCRIPTS.lock.prepare_invoke();
-        for key in self.keys.store(store).all() {
-            invocation.key(key);
-        }
+        self.store_keys(&mut invocation, store);
         invocation
             .key(self.keys.hold(request.order))
             .key(self.keys.hold_marker(request.order));
@@ -219,10 +217,15 @@ impl HoldEngine {
         })
     }
 
-    fn order_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, order: OrderId) {
-        for key in self.keys.store(order.store).all() {
+    /// The six store keys every hold script takes first (see `lua/hold_lib.lua`).
+    fn store_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
+        for key in self.keys.store(store).all() {
             invocation.key(key);
         }
+    }
+
+    fn order_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, order: OrderId) {
+        self.store_keys(invocation, order.store);
         invocation
             .key(self.keys.hold(order))
             .key(self.keys.hold_marker(order));
@@ -235,9 +238,7 @@ impl HoldEngine {
             return Ok(0);
         }
         let mut invocation = SCRIPTS.expire.prepare_invoke();
-        for key in self.keys.store(store).all() {
-            invocation.key(key);
-        }
+        self.store_keys(&mut invocation, store);
         invocation.arg(self.retention_ms);
         for order in orders {
             debug_assert_eq!(order.store, store);
@@ -258,9 +259,7 @@ impl HoldEngine {
         reason: &str,
     ) -> anyhow::Result<Option<i64>> {
         let mut invocation = SCRIPTS.restock.prepare_invoke();
-        for key in self.keys.store(store).all() {
-            invocation.key(key);
-        }
+        self.store_keys(&mut invocation, store);
         invocation
             .arg(product.0)
             .arg(units)

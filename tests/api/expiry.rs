@@ -1,8 +1,6 @@
 //! Expired holds give their stock back: within moments through Redis expiry events,
 //! certainly through the deadline sweeper, and exactly once however many releasers race.
 
-mod process;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,9 +12,9 @@ use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 
+use crate::process::ServiceProcess;
 use flashstock::domain::{OrderId, ProductId, StoreId, UserId};
 use flashstock::hold::{LockOutcome, LockRequest, RequestedLine};
-use process::ServiceProcess;
 
 use crate::helpers::{PrivateRedis, TestApp, TestOptions, redis_url, spawn_app_with};
 

@@ -3,7 +3,7 @@
 //! agrees, and says so when it does not.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{JWT_SECRET, TestApp, TestOptions, redis_url, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, redis_url, spawn_app, spawn_app_with};
+use crate::process::ServiceProcess;
 
 const LOCK: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
      order { id status totalCents } errors { code message } } }";
@@ -320,65 +321,11 @@ async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once() {
     );
 }
 
-/// The service as its own process, sharing the test app's database and key prefix.
-struct Service {
-    child: Child,
-    address: String,
-}
-
-impl Service {
-    fn start(app: &TestApp, database_url: &str, settings: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_flashstock"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", redis_url())
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("REDIS_KEY_PREFIX", app.keys.prefix())
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .envs(settings.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the flashstock binary starts");
-        Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn ready(mut self, http: &reqwest::Client) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = http.get(format!("{}/healthz", self.address)).send().await
-                && response.status() == 200
-            {
-                return self;
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "the service exited"
-            );
-            assert!(Instant::now() < deadline, "the service did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        // SIGKILL: no shutdown hook runs, whatever batch is in flight is cut off.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The service as its own process, sharing the test app's key prefix, with its flusher on.
+fn flusher(app: &TestApp, database_url: &str, settings: &[(&str, &str)]) -> ServiceProcess {
+    let mut env = vec![("FLUSH_ENABLED", "true")];
+    env.extend_from_slice(settings);
+    ServiceProcess::spawn(app, database_url, &redis_url(), &env)
 }
 
 /// Locks and confirms orders through the same use cases the API calls, while no service
@@ -428,7 +375,7 @@ async fn confirmed_in_mysql(app: &TestApp) -> i64 {
 }
 
 /// Kills `service` once MySQL has some but not all of `total` orders.
-async fn kill_mid_flush(app: &TestApp, service: &mut Service, total: usize) -> i64 {
+async fn kill_mid_flush(app: &TestApp, service: &mut ServiceProcess, total: usize) -> i64 {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     loop {
         let flushed = confirmed_in_mysql(app).await;
@@ -475,7 +422,7 @@ async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
     let orders = confirm_without_flusher(&app, &sale, 0..600).await;
 
     // Small batches, so the kill lands while the backlog is being written.
-    let mut first = Service::start(
+    let mut first = flusher(
         &app,
         &app.database_url,
         &[("FLUSH_CONSUMER", "first"), ("FLUSH_BATCH", "5")],
@@ -489,7 +436,7 @@ async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
 
     // The same consumer name comes back and finishes its own pending entries first;
     // it is killed again mid-flush.
-    let mut again = Service::start(
+    let mut again = flusher(
         &app,
         &app.database_url,
         &[
@@ -509,13 +456,12 @@ async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
     again.kill();
 
     // Another consumer claims what the dead one left pending.
-    let http = reqwest::Client::new();
-    let _other = Service::start(
+    let _other = flusher(
         &app,
         &app.database_url,
         &[("FLUSH_CONSUMER", "second"), ("FLUSH_CLAIM_IDLE", "300ms")],
     )
-    .ready(&http)
+    .ready()
     .await;
     wait_drained(&app).await;
     let deadline = Instant::now() + DRAIN_DEADLINE;
@@ -606,8 +552,8 @@ async fn a_mysql_outage_delays_the_flush_but_loses_nothing() {
     app.stop().await;
     let mysql = Switch::start("127.0.0.1:3306").await;
     let http = reqwest::Client::new();
-    let service = Service::start(&app, &mysql.url(&app.database_url), &[])
-        .ready(&http)
+    let service = flusher(&app, &mysql.url(&app.database_url), &[])
+        .ready()
         .await;
 
     mysql.off();

@@ -371,30 +371,7 @@ async fn every_bad_or_hostile_request_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(app.available(h.store, h.products[0]).await, 10);
 }
 
-#[tokio::test]
-async fn duplicate_lines_are_summed_into_one() {
-    let h = hostile_setup().await;
-    let p2 = h.products[1].to_string();
-    let reply = post(
-        &h.app,
-        gql(
-            LOCK,
-            json!({ "items": lines(&[(&p2, json!(2)), (&p2, json!(3))]) }),
-        ),
-        Some(&h.bob),
-    )
-    .await;
-    let order = &reply.body["data"]["lockOrder"]["order"];
-    assert_eq!(
-        order["lines"],
-        json!([{ "quantity": 5, "product": { "id": p2 } }]),
-        "{}",
-        reply.body
-    );
-    assert_eq!(order["totalCents"], 5 * 900);
-    assert_eq!(h.app.available(h.store, h.products[1]).await, 5);
-    assert_eq!(h.app.held(h.store, h.products[1]).await, 5);
-}
+// Duplicate lines are summed into one line: `hold::duplicate_lines_are_summed_into_one`.
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_gets_413_before_it_is_read() {

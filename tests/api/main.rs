@@ -8,4 +8,5 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod process;
 mod schema;

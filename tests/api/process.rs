@@ -16,6 +16,15 @@ impl ServiceProcess {
     /// Starts `flashstock serve` on the test app's database and key prefix, with `env` on
     /// top, and waits until /healthz answers.
     pub async fn start(app: &TestApp, redis_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(app, &app.database_url, redis_url, env)
+            .ready()
+            .await
+    }
+
+    /// Starts `flashstock serve` with the test app's key prefix on `database_url`, without
+    /// waiting for it: for tests that act while it is still starting. The outbox flusher
+    /// and `CONFIG SET` are off unless `env` turns them on.
+    pub fn spawn(app: &TestApp, database_url: &str, redis_url: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -26,7 +35,7 @@ impl ServiceProcess {
         let output = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flashstock"))
             .arg("serve")
-            .env("DATABASE_URL", &app.database_url)
+            .env("DATABASE_URL", database_url)
             .env("REDIS_URL", redis_url)
             .env("JWT_SECRET", JWT_SECRET)
             .env("REDIS_KEY_PREFIX", app.keys.prefix())
@@ -40,23 +49,22 @@ impl ServiceProcess {
             .stderr(output)
             .spawn()
             .unwrap();
-        let mut service = Self {
+        Self {
             address: format!("http://127.0.0.1:{port}"),
             child,
             log,
-        };
-        service.wait_until_healthy().await;
-        service
+        }
     }
 
-    async fn wait_until_healthy(&mut self) {
+    /// Waits until /healthz answers.
+    pub async fn ready(mut self) -> Self {
         let deadline = Instant::now() + Duration::from_secs(60);
         let http = reqwest::Client::new();
         loop {
             if let Ok(response) = http.get(format!("{}/healthz", self.address)).send().await
                 && response.status().is_success()
             {
-                return;
+                return self;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("service exited on start ({status}):\n{}", self.log_text());
