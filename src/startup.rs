@@ -117,7 +117,7 @@ impl Application {
         crate::workers::spawn_all(&self.app, &stop, &mut tasks);
 
         let service = router(HttpState {
-            app: self.app.clone(),
+            app: Arc::new(self.app.clone()),
             schema: self.schema,
         })
         .into_make_service_with_connect_info::<SocketAddr>();

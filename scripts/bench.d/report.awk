@@ -1,5 +1,8 @@
 # report.awk: turns scripts/bench's results into the Markdown table it prints and
-# writes. Input lines: "<connections> <redis|mysql|flashstock> <rps> <p50 ms> <p99 ms>".
+# writes. Input lines: "<connections> <redis|mysql|flashstock> <rps> <p50 ms> <p99 ms>",
+# "<connections> ceiling_cpu <Redis µs per EVALSHA>" and
+# "<connections> lock_cpu <service> <Redis> <MariaDB> <wrk>" (µs per lockOrder; "-" unknown).
+# A measurement repeated over rounds gives several lines; each figure is their median.
 # Variables: rss (peak RSS, KiB), oversold (units), sellout (units of the sell-out run).
 
 function label(what) {
@@ -9,12 +12,35 @@ function label(what) {
 }
 function verdict(ok) { return ok ? "met" : "**missed**" }
 
+# Appends v to the space-separated list kept under key k of array a.
+function add(a, k, v) { a[k] = (k in a) ? a[k] " " v : v }
+
+# The median of a space-separated list of numbers ("-" when any is unknown).
+function median(list,    x, m, i, j, t) {
+    m = split(list, x, " ")
+    for (i = 1; i <= m; i++) if (x[i] == "-") return "-"
+    for (i = 2; i <= m; i++)
+        for (j = i; j > 1 && x[j - 1] + 0 > x[j] + 0; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+    return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+}
+
+$2 == "ceiling_cpu" { add(ceiling_cpu_l, $1, $3); next }
+$2 == "lock_cpu" {
+    add(service_l, $1, $3); add(redis_l, $1, $4); add(mariadb_l, $1, $5); add(wrk_l, $1, $6)
+    next
+}
 {
     if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
-    rps[$1, $2] = $3; p50[$1, $2] = $4; p99[$1, $2] = $5
+    add(rps_l, $1 SUBSEP $2, $3); add(p50_l, $1 SUBSEP $2, $4); add(p99_l, $1 SUBSEP $2, $5)
 }
 
 END {
+    for (k in rps_l) { rps[k] = median(rps_l[k]); p50[k] = median(p50_l[k]); p99[k] = median(p99_l[k]) }
+    for (c in service_l) {
+        cpu_service[c] = median(service_l[c]); cpu_redis[c] = median(redis_l[c])
+        cpu_mariadb[c] = median(mariadb_l[c]); cpu_wrk[c] = median(wrk_l[c])
+    }
+    for (c in ceiling_cpu_l) ceiling_cpu[c] = median(ceiling_cpu_l[c])
     print "| connections | what | requests/s | p50 (ms) | p99 (ms) |"
     print "| ---: | --- | ---: | ---: | ---: |"
     for (i = 1; i <= n; i++) {
@@ -34,6 +60,15 @@ END {
         vs_redis[c] = rps[c, "flashstock"] / rps[c, "redis"]
         tail[c] = p99[c, "redis"] > 0 ? p99[c, "flashstock"] / p99[c, "redis"] : 0
         printf "| %s | %.1f× | %.0f%% | %.1f× |\n", c, vs_mysql[c], 100 * vs_redis[c], tail[c]
+    }
+    print ""
+    print "CPU time per lock in µs (user + system, read from /proc around each measurement):"
+    print ""
+    print "| connections | Redis per EVALSHA, ceiling run | Redis per lockOrder | service per lockOrder | MariaDB per lockOrder (flusher) | wrk per lockOrder |"
+    print "| ---: | ---: | ---: | ---: | ---: | ---: |"
+    for (i = 1; i <= n; i++) {
+        c = order[i]
+        printf "| %s | %s | %s | %s | %s | %s |\n", c, ceiling_cpu[c], cpu_redis[c], cpu_service[c], cpu_mariadb[c], cpu_wrk[c]
     }
     print ""
     mib = rss / 1024

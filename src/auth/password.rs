@@ -29,36 +29,21 @@ pub async fn prepare_dummy_hash() -> anyhow::Result<()> {
 /// One hash or verification takes a core for tens of milliseconds and ~19 MiB (argon2's
 /// default memory cost). At most one per core runs at once: a burst of logins waits here
 /// instead of starting a blocking thread and 19 MiB each (GiBs at a sale's opening).
-static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
-    return_large_blocks_to_the_system();
-    Semaphore::new(available_parallelism().map_or(2, NonZero::get))
-});
-
-/// glibc serves a block of 128 KiB or more with its own mmap, unmapped on free, but raises
-/// that threshold to the size of the first such block freed: every later 19 MiB argon2
-/// block then comes from a heap that keeps it resident after the hash, and a few hundred
-/// logins left the service at ~300 MiB RSS. Pinning the threshold (which also turns the
-/// raising off) gives each hash's memory back as soon as it is done.
-fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        unsafe extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        // SAFETY: mallopt only changes the allocator's tuning; any value is valid, and a
-        // refusal (0) merely leaves the default in place.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-        }
-    }
-}
+static HASHING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(available_parallelism().map_or(2, NonZero::get)));
 
 async fn hashing<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     let _turn = HASHING.acquire().await?;
-    tokio::task::spawn_blocking(work).await?
+    tokio::task::spawn_blocking(|| {
+        let result = work();
+        // The hash's 19 MiB is freed by now; without this the idle blocking thread
+        // would keep it resident (a login burst left ~65 MiB behind).
+        crate::memory::return_freed_memory();
+        result
+    })
+    .await?
 }
 
 pub async fn hash_password(password: &Password) -> anyhow::Result<String> {

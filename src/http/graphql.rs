@@ -43,20 +43,16 @@ fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
 
 /// Parses the body as one operation or a batch, with the JSON parser's own words on failure.
 fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal> {
-    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
-    let json: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
-    let shape = || {
-        bad("expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into())
+    // Straight into the request types: this runs for every request. Only a body that
+    // fails is parsed again, to tell broken JSON from a well-formed body of the wrong shape.
+    let direct = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(bytes).map(BatchRequest::Single).ok(),
+        Some(b'[') => serde_json::from_slice(bytes).map(BatchRequest::Batch).ok(),
+        _ => None,
     };
-    let batch = match json {
-        serde_json::Value::Array(_) => {
-            BatchRequest::Batch(serde_json::from_value(json).map_err(|_| shape())?)
-        }
-        serde_json::Value::Object(_) => {
-            BatchRequest::Single(serde_json::from_value(json).map_err(|_| shape())?)
-        }
-        _ => return Err(shape()),
+    let batch = match direct {
+        Some(batch) => batch,
+        None => return Err(explain_unparsable(bytes)),
     };
     if let BatchRequest::Batch(requests) = &batch
         && !(1..=max_batch).contains(&requests.len())
@@ -71,6 +67,17 @@ fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal
         ));
     }
     Ok(batch)
+}
+
+/// Why a body is not a GraphQL request: not JSON at all, or JSON of another shape.
+fn explain_unparsable(bytes: &[u8]) -> Refusal {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Err(e) => bad(format!("request body is not valid JSON: {e}")),
+        Ok(_) => bad(
+            "expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into(),
+        ),
+    }
 }
 
 /// 400 or 429 when a single operation was refused before it produced any data.
@@ -120,4 +127,48 @@ pub async fn execute(
         .data(ClientAddr(addr.ip()));
     let response = state.schema.execute_batch(batch).await;
     (status_of(&response), GraphQLResponse::from(response)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: &str) -> Refusal {
+        parse_request(body.as_bytes(), 4).expect_err(body)
+    }
+
+    #[test]
+    fn single_operations_and_batches_parse_directly() {
+        let single = parse_request(br#" {"query": "{ me { id } }", "variables": {"a": 1}}"#, 4);
+        assert!(matches!(single, Ok(BatchRequest::Single(r)) if r.query == "{ me { id } }"));
+        let batch = parse_request(br#"[{"query": "{ a }"}, {"query": "{ b }"}]"#, 4);
+        assert!(matches!(batch, Ok(BatchRequest::Batch(r)) if r.len() == 2));
+    }
+
+    #[test]
+    fn a_refused_body_says_whether_it_was_json() {
+        let broken = refused(r#"{"query": "{ me"#);
+        assert_eq!(broken.code, codes::BAD_REQUEST);
+        assert!(
+            broken
+                .message
+                .starts_with("request body is not valid JSON: ")
+        );
+        for shape in ["[1, 2]", "42", r#""query""#, r#"{"query": 7}"#] {
+            let refusal = refused(shape);
+            assert_eq!(refusal.code, codes::BAD_REQUEST, "{shape}");
+            assert!(
+                refusal
+                    .message
+                    .starts_with("expected a GraphQL request object"),
+                "{shape}: {}",
+                refusal.message
+            );
+        }
+        assert_eq!(refused("[]").code, codes::BATCH_TOO_LARGE);
+        assert_eq!(
+            refused(r#"[{"query":"{a}"},{"query":"{a}"},{"query":"{a}"},{"query":"{a}"},{"query":"{a}"}]"#).code,
+            codes::BATCH_TOO_LARGE
+        );
+    }
 }

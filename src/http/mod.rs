@@ -24,9 +24,11 @@ use crate::graphql::AppSchema;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Cloned for every request by axum's `State`: one reference count, not the context's
+/// dozen handles.
 #[derive(Clone)]
 pub struct HttpState {
-    pub app: AppContext,
+    pub app: Arc<AppContext>,
     pub schema: AppSchema,
 }
 
