@@ -2,7 +2,8 @@
 # writes. Input lines: "<connections> <redis|mysql|flashstock> <rps> <p50 ms> <p99 ms>",
 # "<connections> ceiling_cpu <Redis µs per EVALSHA>" and
 # "<connections> lock_cpu <service> <Redis> <MariaDB> <wrk>" (µs per lockOrder; "-" unknown).
-# A measurement repeated over rounds gives several lines; each figure is their median.
+# A measurement repeated over rounds gives several lines; each figure is their median, and
+# each ratio the median of the rounds' ratios (a round's ceiling and service run back to back).
 # Variables: rss (peak RSS, KiB), oversold (units), sellout (units of the sell-out run).
 
 function label(what) {
@@ -32,7 +33,24 @@ $2 == "lock_cpu" {
 {
     if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
     add(rps_l, $1 SUBSEP $2, $3); add(p50_l, $1 SUBSEP $2, $4); add(p99_l, $1 SUBSEP $2, $5)
+    k = ++rounds[$1, $2]; round_rps[$1, $2, k] = $3; round_p99[$1, $2, k] = $5
 }
+
+# The median over the rounds of flashstock's figure ÷ the other system's in the same round.
+function ratio(c, other, figure,    k, list, m, add_to) {
+    m = rounds[c, "flashstock"] < rounds[c, other] ? rounds[c, "flashstock"] : rounds[c, other]
+    list = ""
+    for (k = 1; k <= m; k++) {
+        if (figure == "p99") {
+            if (round_p99[c, other, k] > 0) add_to = round_p99[c, "flashstock", k] / round_p99[c, other, k]
+            else add_to = 0
+        } else add_to = round_rps[c, "flashstock", k] / round_rps[c, other, k]
+        list = list (k > 1 ? " " : "") add_to
+    }
+    return median(list)
+}
+
+function whole(x) { return x == "-" ? x : sprintf("%.0f", x) }
 
 END {
     for (k in rps_l) { rps[k] = median(rps_l[k]); p50[k] = median(p50_l[k]); p99[k] = median(p99_l[k]) }
@@ -56,9 +74,9 @@ END {
     print "| ---: | ---: | ---: | ---: |"
     for (i = 1; i <= n; i++) {
         c = order[i]
-        vs_mysql[c] = rps[c, "flashstock"] / rps[c, "mysql"]
-        vs_redis[c] = rps[c, "flashstock"] / rps[c, "redis"]
-        tail[c] = p99[c, "redis"] > 0 ? p99[c, "flashstock"] / p99[c, "redis"] : 0
+        vs_mysql[c] = ratio(c, "mysql", "rps")
+        vs_redis[c] = ratio(c, "redis", "rps")
+        tail[c] = ratio(c, "redis", "p99")
         printf "| %s | %.1f× | %.0f%% | %.1f× |\n", c, vs_mysql[c], 100 * vs_redis[c], tail[c]
     }
     print ""
@@ -68,7 +86,8 @@ END {
     print "| ---: | ---: | ---: | ---: | ---: | ---: |"
     for (i = 1; i <= n; i++) {
         c = order[i]
-        printf "| %s | %s | %s | %s | %s | %s |\n", c, ceiling_cpu[c], cpu_redis[c], cpu_service[c], cpu_mariadb[c], cpu_wrk[c]
+        printf "| %s | %s | %s | %s | %s | %s |\n", c, whole(ceiling_cpu[c]), whole(cpu_redis[c]),
+            whole(cpu_service[c]), whole(cpu_mariadb[c]), whole(cpu_wrk[c])
     }
     print ""
     mib = rss / 1024

@@ -43,8 +43,9 @@ fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
 
 /// Parses the body as one operation or a batch, with the JSON parser's own words on failure.
 fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal> {
-    // Straight into the request types: this runs for every request. Only a body that
-    // fails is parsed again, to tell broken JSON from a well-formed body of the wrong shape.
+    // Straight into the request types: this runs for every request. A body that fails
+    // takes the longer way through a JSON tree, which accepts what it always accepted
+    // (a repeated key, say) and tells broken JSON from JSON of the wrong shape.
     let direct = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => serde_json::from_slice(bytes).map(BatchRequest::Single).ok(),
         Some(b'[') => serde_json::from_slice(bytes).map(BatchRequest::Batch).ok(),
@@ -52,7 +53,7 @@ fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal
     };
     let batch = match direct {
         Some(batch) => batch,
-        None => return Err(explain_unparsable(bytes)),
+        None => parse_through_tree(bytes)?,
     };
     if let BatchRequest::Batch(requests) = &batch
         && !(1..=max_batch).contains(&requests.len())
@@ -69,14 +70,21 @@ fn parse_request(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, Refusal
     Ok(batch)
 }
 
-/// Why a body is not a GraphQL request: not JSON at all, or JSON of another shape.
-fn explain_unparsable(bytes: &[u8]) -> Refusal {
+fn parse_through_tree(bytes: &[u8]) -> Result<BatchRequest, Refusal> {
     let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message);
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Err(e) => bad(format!("request body is not valid JSON: {e}")),
-        Ok(_) => bad(
-            "expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into(),
-        ),
+    let json: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
+    let shape = || {
+        bad("expected a GraphQL request object ({\"query\": ..., \"variables\": {...}}) or a list of them".into())
+    };
+    match json {
+        serde_json::Value::Array(_) => serde_json::from_value(json)
+            .map(BatchRequest::Batch)
+            .map_err(|_| shape()),
+        serde_json::Value::Object(_) => serde_json::from_value(json)
+            .map(BatchRequest::Single)
+            .map_err(|_| shape()),
+        _ => Err(shape()),
     }
 }
 
@@ -143,6 +151,13 @@ mod tests {
         assert!(matches!(single, Ok(BatchRequest::Single(r)) if r.query == "{ me { id } }"));
         let batch = parse_request(br#"[{"query": "{ a }"}, {"query": "{ b }"}]"#, 4);
         assert!(matches!(batch, Ok(BatchRequest::Batch(r)) if r.len() == 2));
+    }
+
+    #[test]
+    fn a_repeated_key_is_still_accepted_its_last_value_winning() {
+        let body = br#"{"query": "{ a }", "query": "{ me { id } }"}"#;
+        let parsed = parse_request(body, 4);
+        assert!(matches!(parsed, Ok(BatchRequest::Single(r)) if r.query == "{ me { id } }"));
     }
 
     #[test]
