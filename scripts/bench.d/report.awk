@@ -33,21 +33,19 @@ $2 == "lock_cpu" {
 {
     if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
     add(rps_l, $1 SUBSEP $2, $3); add(p50_l, $1 SUBSEP $2, $4); add(p99_l, $1 SUBSEP $2, $5)
-    k = ++rounds[$1, $2]; round_rps[$1, $2, k] = $3; round_p99[$1, $2, k] = $5
+    k = ++rounds[$1, $2]; round[$1, $2, "rps", k] = $3; round[$1, $2, "p99", k] = $5
 }
 
-# The median over the rounds of flashstock's figure ÷ the other system's in the same round.
-function ratio(c, other, figure,    k, list, m, add_to) {
+# The median over the rounds of flashstock's figure ("rps" or "p99") ÷ the other
+# system's in the same round (0 where the other's is 0).
+function ratio(c, other, figure,    k, m, x) {
+    delete ratios[c, other, figure]
     m = rounds[c, "flashstock"] < rounds[c, other] ? rounds[c, "flashstock"] : rounds[c, other]
-    list = ""
     for (k = 1; k <= m; k++) {
-        if (figure == "p99") {
-            if (round_p99[c, other, k] > 0) add_to = round_p99[c, "flashstock", k] / round_p99[c, other, k]
-            else add_to = 0
-        } else add_to = round_rps[c, "flashstock", k] / round_rps[c, other, k]
-        list = list (k > 1 ? " " : "") add_to
+        x = round[c, other, figure, k]
+        add(ratios, c SUBSEP other SUBSEP figure, x > 0 ? round[c, "flashstock", figure, k] / x : 0)
     }
-    return median(list)
+    return median(ratios[c, other, figure])
 }
 
 function whole(x) { return x == "-" ? x : sprintf("%.0f", x) }
