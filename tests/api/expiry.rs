@@ -16,7 +16,9 @@ use crate::process::ServiceProcess;
 use flashstock::domain::{OrderId, ProductId, StoreId, UserId};
 use flashstock::hold::{LockOutcome, LockRequest, RequestedLine};
 
-use crate::helpers::{PrivateRedis, TestApp, TestOptions, redis_url, spawn_app_with};
+use crate::helpers::{
+    PrivateRedis, TestApp, TestOptions, one_at_a_time, redis_url, spawn_app_with,
+};
 
 const LOCK: &str = "mutation($input: LockOrderInput!) {
     lockOrder(input: $input) { order { id status heldUntil } errors { code message } }
@@ -196,6 +198,7 @@ async fn sale(app: &TestApp, stock: i64) -> (StoreId, ProductId, String) {
 
 #[tokio::test]
 async fn expired_hold_returns_its_stock_within_moments_when_redis_publishes_expiries() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
     // A sweep an hour away: only the listener can release in time.
     let app = private_app(&redis, timing("1s", "1h")).await;
@@ -213,6 +216,7 @@ async fn expired_hold_returns_its_stock_within_moments_when_redis_publishes_expi
 
 #[tokio::test]
 async fn expired_hold_returns_its_stock_by_the_next_sweep_when_notifications_are_off() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", ""]);
     let sweep = Duration::from_millis(500);
     let app = private_app(
@@ -233,6 +237,7 @@ async fn expired_hold_returns_its_stock_by_the_next_sweep_when_notifications_are
 
 #[tokio::test]
 async fn service_goes_on_with_one_warning_when_redis_refuses_config() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--rename-command", "CONFIG", ""]);
     let mut app = private_app(&redis, TestOptions::default()).await;
     let (store, product, token) = sale(&app, 10).await;
@@ -269,6 +274,7 @@ async fn service_goes_on_with_one_warning_when_redis_refuses_config() {
 
 #[tokio::test]
 async fn confirm_racing_expiry_has_exactly_one_winner_per_hold() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
     let app = private_app(&redis, timing("1s", "20ms")).await;
     wait_for_listeners(&app.redis, 1).await;
@@ -342,6 +348,7 @@ async fn confirm_racing_expiry_has_exactly_one_winner_per_hold() {
 
 #[tokio::test]
 async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_restart() {
+    let _serial = one_at_a_time().await;
     let mut app = spawn_app_with(TestOptions::default()).await;
     let initial = 100;
     let (store, product, token) = sale(&app, initial).await;
@@ -382,6 +389,7 @@ async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_holds_expiring_together_are_all_released() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
     let app = private_app(&redis, timing("3s", "200ms")).await;
     wait_for_listeners(&app.redis, 1).await;
@@ -450,6 +458,7 @@ async fn five_thousand_holds_expiring_together_are_all_released() {
 
 #[tokio::test]
 async fn two_instances_release_every_expired_hold_exactly_once() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
     let options = || timing("1s", "50ms");
     let one = private_app(&redis, options()).await;
@@ -478,6 +487,7 @@ async fn two_instances_release_every_expired_hold_exactly_once() {
 
 #[tokio::test]
 async fn listener_resubscribes_and_rechecks_notifications_after_redis_restarts() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start_with(&["--notify-keyspace-events", ""]);
     let port = redis.port;
     let app = private_app(
@@ -520,6 +530,7 @@ async fn listener_resubscribes_and_rechecks_notifications_after_redis_restarts()
 
 #[tokio::test]
 async fn sigterm_stops_the_service_cleanly_and_promptly() {
+    let _serial = one_at_a_time().await;
     let mut app = spawn_app_with(TestOptions::default()).await;
     app.stop().await;
     let mut service = ServiceProcess::start(

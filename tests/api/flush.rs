@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestApp, TestOptions, redis_url, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, one_at_a_time, redis_url, spawn_app, spawn_app_with};
 use crate::process::ServiceProcess;
 
 const LOCK: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
@@ -281,6 +281,7 @@ async fn outbox_lag_ms(app: &TestApp, store: StoreId) -> Option<i64> {
 
 #[tokio::test]
 async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once() {
+    let _serial = one_at_a_time().await;
     let app = spawn_app_with(flushing()).await;
     let sale = open_sale(&app, 40).await;
 
@@ -416,6 +417,7 @@ async fn pending_of(app: &TestApp, store: StoreId, consumer: &str) -> u64 {
 
 #[tokio::test]
 async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
+    let _serial = one_at_a_time().await;
     let mut app = spawn_app().await;
     let sale = open_sale(&app, 20).await;
     app.stop().await;

@@ -1,6 +1,6 @@
 //! /healthz and /readyz.
 
-use crate::helpers::{PrivateRedis, TestOptions, spawn_app, spawn_app_with};
+use crate::helpers::{PrivateRedis, TestOptions, one_at_a_time, spawn_app, spawn_app_with};
 use serde_json::Value;
 
 #[tokio::test]
@@ -50,6 +50,7 @@ async fn readyz_names_mysql_when_it_is_gone() {
 
 #[tokio::test]
 async fn readyz_names_redis_when_it_is_unreachable() {
+    let _serial = one_at_a_time().await;
     let redis = PrivateRedis::start();
     let app = spawn_app_with(TestOptions::default().arg("redis-url", redis.url())).await;
     drop(redis); // the server is killed

@@ -21,6 +21,14 @@ pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// The password of every user a test creates (hashed once per test binary).
 pub const PASSWORD: &str = "password123";
 
+/// Tests that start processes, flood the service or drive a browser take this first, so
+/// they never run side by side on a small machine: their timings and invariants assume the
+/// cores are theirs. Light tests run in parallel as usual.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
