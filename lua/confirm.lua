@@ -45,6 +45,7 @@ each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty)
   redis.call('HINCRBY', store.held, pid, -qty)
   redis.call('HINCRBY', store.sold, pid, qty)
 end)
+end_hold(owner)
 redis.call('HSET', hold_key, 'status', 'CONFIRMED', 'confirmed', int(now),
   'finished', int(now), 'payment_ref', payment_ref, 'version', 2)
 redis.call('ZREM', store.deadlines, order_id)

@@ -6,7 +6,8 @@
 --   KEYS[1] stock      HASH product_id -> available units
 --   KEYS[2] held       HASH product_id -> units in HELD holds
 --   KEYS[3] sold       HASH product_id -> units in CONFIRMED holds
---   KEYS[4] bought     HASH "<user>:<product_id>" -> units in the user's HELD + CONFIRMED holds
+--   KEYS[4] bought     HASH "<user>:<product_id>" -> units in the user's HELD + CONFIRMED holds,
+--                           and "<user>:holds" -> the user's HELD holds (the hold cap)
 --   KEYS[5] deadlines  ZSET order_id -> held_until (ms); the sweeper's index
 --   KEYS[6] outbox     STREAM of order and stock events, read by the flusher
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
@@ -29,6 +30,19 @@ end
 -- Integers as plain digits: Lua's default number format switches to 1e+14 notation.
 local function int(n)
   return string.format('%d', n)
+end
+
+-- The field of `bought` that counts a customer's HELD holds in this store.
+local function holds_field(user)
+  return user .. ':holds'
+end
+
+-- A HELD hold of `user` ended (confirmed or released): its slot under the cap is free.
+local function end_hold(user)
+  local field = holds_field(user)
+  if redis.call('HINCRBY', store.bought, field, -1) <= 0 then
+    redis.call('HDEL', store.bought, field)
+  end
 end
 
 local function each_line(lines, fn)
@@ -60,6 +74,7 @@ local function release(order_id, hold_key, status, now, retention_ms)
       redis.call('HDEL', store.bought, field)
     end
   end)
+  end_hold(user)
   redis.call('HSET', hold_key, 'status', status, 'finished', int(now), 'version', 2)
   redis.call('ZREM', store.deadlines, order_id)
   append_order_event(order_id, hold_key)

@@ -7,13 +7,20 @@
 -- ARGV[1]  order id            ARGV[2] user id       ARGV[3] store id
 -- ARGV[4]  hold TTL (ms)       ARGV[5] idempotency retention (ms)
 -- ARGV[6]  idempotency key as sent ('' when none)
--- ARGV[7]  n, the number of lines; then n groups of 4 from ARGV[8]:
+-- ARGV[7]  most HELD holds the customer may have in this store (0 = no cap)
+-- ARGV[8]  the request's fingerprint: its normalised lines and options, no spaces
+-- ARGV[9]  n, the number of lines; then n groups of 4 from ARGV[10]:
 --          product id, quantity (> 0), unit price (cents), per-customer limit (0 = none)
 -- Product ids are distinct (the caller sums duplicate lines).
 --
+-- The idempotency key stores "<order id> <fingerprint>", so a key reused for another
+-- request is told apart from a retry.
+--
 -- Replies, nothing written unless the first is HELD:
 --   {'HELD', created_ms, held_until_ms}
---   {'EXISTING', order_id}          the idempotency key already names an order
+--   {'EXISTING', order_id}          the idempotency key already names this request's order
+--   {'REUSED', order_id}            the key names an order made from other lines or options
+--   {'TOO_MANY_HOLDS', cap}         the customer already has `cap` HELD holds here
 --   {'UNKNOWN', pid, ...}           no stock entry in Redis yet: initialise and retry
 --   {'LIMIT', pid, allowed, ...}    the customer may take only `allowed` more units
 --   {'SHORT', pid, available, ...}  one pair per line that cannot be filled
@@ -21,18 +28,31 @@
 local hold_key, marker_key, idem_key = KEYS[7], KEYS[8], KEYS[9]
 local order_id, user, store_id = ARGV[1], ARGV[2], ARGV[3]
 local hold_ttl_ms, idem_ttl_ms, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local cap, fingerprint = tonumber(ARGV[7]), ARGV[8]
 
 if idem_key then
   local existing = redis.call('GET', idem_key)
   if existing then
-    return { 'EXISTING', existing }
+    local named, fingerprint_then = string.match(existing, '^(%S+) (%S+)$')
+    if not named then
+      return { 'EXISTING', existing } -- written before keys carried a fingerprint
+    end
+    if fingerprint_then == fingerprint then
+      return { 'EXISTING', named }
+    end
+    return { 'REUSED', named }
   end
 end
 
-local n = tonumber(ARGV[7])
+-- Checked here, in the script, so that parallel requests and aliases cannot all pass it.
+if cap > 0 and tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0') >= cap then
+  return { 'TOO_MANY_HOLDS', cap }
+end
+
+local n = tonumber(ARGV[9])
 local pids, qtys, prices, limits = {}, {}, {}, {}
 for i = 1, n do
-  local base = 8 + (i - 1) * 4
+  local base = 10 + (i - 1) * 4
   pids[i] = ARGV[base]
   qtys[i] = tonumber(ARGV[base + 1])
   prices[i] = tonumber(ARGV[base + 2])
@@ -86,6 +106,7 @@ for i = 1, n do
   lines[i] = pids[i] .. ':' .. qtys[i] .. ':' .. int(prices[i])
   total = total + qtys[i] * prices[i]
 end
+redis.call('HINCRBY', store.bought, holds_field(user), 1)
 
 local fields = {
   'user', user, 'store', store_id, 'lines', table.concat(lines, ','),
@@ -96,7 +117,7 @@ redis.call('HSET', hold_key, unpack(fields))
 redis.call('SET', marker_key, '1', 'PX', hold_ttl_ms)
 redis.call('ZADD', store.deadlines, held_until, order_id)
 if idem_key then
-  redis.call('SET', idem_key, order_id, 'PX', idem_ttl_ms)
+  redis.call('SET', idem_key, order_id .. ' ' .. fingerprint, 'PX', idem_ttl_ms)
 end
 -- The hold was just written from `fields`: append them as they are instead of reading
 -- the hash back (this is the hottest script).

@@ -290,9 +290,7 @@ pub async fn run(config: &crate::config::Config, wait: Duration) -> anyhow::Resu
     let engine = HoldEngine::new(
         redis,
         crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_ttl,
-        config.idempotency_ttl,
-        config.hold_retention,
+        config.hold_settings(),
     );
     wait_for_drain(&engine, wait).await?;
     let report = audit(&db, &engine).await?;

@@ -97,6 +97,14 @@ pub struct Config {
     /// Enable `notify-keyspace-events Ex` with CONFIG SET when it is off.
     #[arg(long, env = "REDIS_CONFIGURE_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub redis_configure_notifications: bool,
+    /// Most HELD holds one customer may have at once in one store; 0 turns the cap off.
+    #[arg(
+        long,
+        env = "MAX_HOLDS_PER_CUSTOMER",
+        default_value_t = 5,
+        global = true
+    )]
+    pub max_holds_per_customer: u32,
     /// Largest quantity of one product in one order.
     #[arg(long, env = "MAX_LINE_QUANTITY", default_value_t = 1000, global = true)]
     pub max_line_quantity: u32,
@@ -139,6 +147,31 @@ pub struct Config {
         global = true
     )]
     pub graphql_max_complexity: usize,
+    /// Most selections (fields, fragment spreads, inline fragments, directives) a document
+    /// may have once every fragment spread is expanded.
+    #[arg(
+        long,
+        env = "GRAPHQL_MAX_SELECTIONS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub graphql_max_selections: usize,
+    /// Most lexical tokens in a query's text, counted before it is parsed.
+    #[arg(
+        long,
+        env = "GRAPHQL_MAX_TOKENS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub graphql_max_tokens: usize,
+    /// Most directives on one field, fragment or operation.
+    #[arg(
+        long,
+        env = "GRAPHQL_MAX_DIRECTIVES",
+        default_value_t = 10,
+        global = true
+    )]
+    pub graphql_max_directives: usize,
     /// Most operations in one batched GraphQL request.
     #[arg(long, env = "GRAPHQL_MAX_BATCH", default_value_t = 10, global = true)]
     pub graphql_max_batch: usize,
@@ -151,12 +184,36 @@ pub struct Config {
     /// Window over which failed logins are counted.
     #[arg(long, env = "LOGIN_WINDOW", default_value = "15m", value_parser = duration, global = true)]
     pub login_window: Duration,
+    /// Registrations allowed per client address within REGISTER_WINDOW.
+    #[arg(
+        long,
+        env = "REGISTER_MAX_PER_ADDRESS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub register_max_per_address: u32,
+    /// Window over which registrations are counted.
+    #[arg(long, env = "REGISTER_WINDOW", default_value = "1h", value_parser = duration, global = true)]
+    pub register_window: Duration,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` names
+    /// the client; from any other peer the header is ignored. Empty by default.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Longest wait for in-flight requests and workers on shutdown.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub shutdown_timeout: Duration,
 }
 
 impl Config {
+    pub fn hold_settings(&self) -> crate::hold::HoldSettings {
+        crate::hold::HoldSettings {
+            hold_ttl: self.hold_ttl,
+            idempotency_ttl: self.idempotency_ttl,
+            retention: self.hold_retention,
+            max_holds_per_customer: self.max_holds_per_customer,
+        }
+    }
+
     /// The signing secret, refusing to go on without a strong one.
     pub fn require_jwt_secret(&self) -> anyhow::Result<&str> {
         match self.jwt_secret.as_ref().map(Secret::expose) {
@@ -179,6 +236,7 @@ impl Config {
             ("IDEMPOTENCY_TTL", self.idempotency_ttl, second),
             ("HOLD_RETENTION", self.hold_retention, second),
             ("LOGIN_WINDOW", self.login_window, second),
+            ("REGISTER_WINDOW", self.register_window, second),
         ] {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
@@ -191,6 +249,23 @@ impl Config {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
         }
         Ok(())
+    }
+}
+
+/// A proxy whose forwarded-for header is believed: one address, or a CIDR range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        value
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{value:?} is not an IP address or CIDR range"))
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 
-use crate::auth::{LoginLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
@@ -23,6 +23,7 @@ pub struct AppContext {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<TokenKeys>,
     pub login_limiter: LoginLimiter,
+    pub register_limiter: RegisterLimiter,
 }
 
 impl AppContext {

@@ -20,5 +20,6 @@ pub mod memory;
 pub mod orders;
 pub mod outbox;
 pub mod seed;
+pub mod shutdown;
 pub mod startup;
 pub mod workers;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{LoginLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::context::AppContext;
@@ -50,13 +50,7 @@ impl Application {
             .context("cannot build the Redis pool")?;
 
         let keys = KeySpace::new(config.redis_key_prefix.clone());
-        let engine = HoldEngine::new(
-            redis.clone(),
-            keys.clone(),
-            config.hold_ttl,
-            config.idempotency_ttl,
-            config.hold_retention,
-        );
+        let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings());
         let catalog = Arc::new(Catalog::new(db.clone(), engine.clone()));
         let products = catalog.warm().await.context("cannot load the catalog")?;
         tracing::info!(products, "catalog loaded; Redis stock seeded where absent");
@@ -66,9 +60,15 @@ impl Application {
             tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
             login_limiter: LoginLimiter::new(
                 redis.clone(),
-                keys,
+                keys.clone(),
                 config.login_max_failures,
                 config.login_window,
+            ),
+            register_limiter: RegisterLimiter::new(
+                redis.clone(),
+                keys,
+                config.register_max_per_address,
+                config.register_window,
             ),
             config: Arc::new(config),
             db,
@@ -82,6 +82,9 @@ impl Application {
             SchemaLimits {
                 max_depth: app.config.graphql_max_depth,
                 max_complexity: app.config.graphql_max_complexity,
+                max_selections: app.config.graphql_max_selections,
+                max_tokens: app.config.graphql_max_tokens,
+                max_directives: app.config.graphql_max_directives,
                 introspection: app.config.graphql_introspection,
             },
         );
@@ -147,27 +150,5 @@ impl Application {
             tasks.abort_all();
         }
         Ok(())
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

@@ -11,12 +11,14 @@ use std::time::Duration;
 use async_graphql::Context;
 use redis::aio::ConnectionManager;
 
+use super::attempts::{count_attempts, window_ms};
 use crate::domain::Email;
 use crate::error::ApiError;
 use crate::graphql::ContextExt;
 use crate::hold::KeySpace;
 
-/// The client's address, put in the GraphQL request data by the HTTP handler.
+/// The client's address, put in the GraphQL request data by the HTTP handler: the TCP
+/// peer's, or the one a trusted proxy forwarded (`TRUSTED_PROXIES`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -42,12 +44,11 @@ impl LoginLimiter {
         max_failures: u32,
         window: Duration,
     ) -> Self {
-        let window_ms = window.as_millis().try_into().unwrap_or(u64::MAX).max(1);
         Self {
             redis,
             keys,
             max_failures,
-            window_ms,
+            window_ms: window_ms(window),
         }
     }
 
@@ -72,17 +73,7 @@ impl LoginLimiter {
                 addr_key,
             });
         }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.incr(key, 1);
-            pipe.cmd("PEXPIRE")
-                .arg(key)
-                .arg(self.window_ms)
-                .arg("NX")
-                .ignore();
-        }
-        let counts: Vec<u32> = pipe
-            .query_async(&mut self.redis.clone())
+        let counts = count_attempts(&self.redis, &keys, self.window_ms)
             .await
             .map_err(|e| ctx.fail(e))?;
         // This attempt is number `count`; the limit allows `max_failures` before it.

@@ -1,11 +1,14 @@
 //! Who is calling: tokens in, a `Viewer` out. The customer is whoever the token says,
 //! never a field of the request.
 
+mod attempts;
 mod login_limit;
 mod password;
+mod register_limit;
 mod token;
 
 pub use login_limit::{ClientAddr, LoginLimiter};
+pub use register_limit::RegisterLimiter;
 
 pub use password::{hash_password, prepare_dummy_hash, verify_password};
 pub use token::{Claims, ISSUER, TokenError, TokenKeys};

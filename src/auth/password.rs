@@ -27,10 +27,14 @@ pub async fn prepare_dummy_hash() -> anyhow::Result<()> {
 }
 
 /// One hash or verification takes a core for tens of milliseconds and ~19 MiB (argon2's
-/// default memory cost). At most one per core runs at once: a burst of logins waits here
-/// instead of starting a blocking thread and 19 MiB each (GiBs at a sale's opening).
-static HASHING: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(available_parallelism().map_or(2, NonZero::get)));
+/// default memory cost). At most one per core but one runs at once (one on a machine of one
+/// or two cores): a burst of logins waits here instead of starting a blocking thread and
+/// 19 MiB each (GiBs at a sale's opening), and a core always stays for lockOrder, the
+/// health checks and the workers. A waiting login is bounded by REQUEST_TIMEOUT.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = available_parallelism().map_or(2, NonZero::get);
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
 
 async fn hashing<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,

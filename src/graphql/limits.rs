@@ -1,36 +1,64 @@
-//! Query limits and request-level error codes. Runs around async-graphql's own parse and
-//! validation so that every refusal carries a code: a nesting check on the raw text before
-//! the parser (which recurses per bracket), then depth and complexity from the validated
-//! document, each with the measured value and the limit in the message.
+//! Query limits and request-level error codes. Every document is costed before anything
+//! expensive runs, in time linear in its size, at the one point every transport passes
+//! through (the `prepare_request` hook, ahead of the library's parser, its recursion check
+//! and validation): bracket nesting and tokens on the raw text, then selections, fields,
+//! depth and directives with fragment spreads expanded through a memo (`cost.rs`). Depth
+//! and complexity from the validated document (they depend on the variables) follow.
+//! Each refusal carries a code, the measured value and the limit.
 
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextValidation,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 
+use super::cost::{CostError, DocumentCost, cost};
+use super::documents::DocumentCache;
+use super::text::scan;
 use crate::error::codes;
 
+/// The limits, as configured (see docs/HARDENING.md).
 #[derive(Debug, Clone, Copy)]
-pub struct QueryLimits {
+pub struct Limits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    pub max_selections: usize,
+    pub max_tokens: usize,
+    pub max_directives: usize,
     pub introspection: bool,
 }
 
-impl QueryLimits {
-    /// Brackets a query may nest in its text. A field level opens one selection set;
-    /// argument objects and lists open a few more, hence the factor.
+impl Limits {
+    /// Brackets a query may nest in its text, and selection sets it may nest once its
+    /// fragments are expanded. A field level opens one selection set; argument objects,
+    /// lists and fragments open a few more, hence the factor.
     pub fn max_nesting(&self) -> usize {
         self.max_depth.saturating_mul(2).max(16)
     }
 }
 
+/// The schema extension: the limits and the cache of documents that passed them.
+#[derive(Clone)]
+pub struct QueryLimits {
+    limits: Limits,
+    documents: Arc<DocumentCache>,
+}
+
+impl QueryLimits {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            documents: Arc::default(),
+        }
+    }
+}
+
 impl ExtensionFactory for QueryLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
+        Arc::new(self.clone())
     }
 }
 
@@ -43,7 +71,7 @@ fn refusal(code: &str, message: String) -> ServerError {
     error
 }
 
-fn over_limit(code: &str, what: &str, value: usize, limit: usize) -> ServerError {
+fn over_limit(code: &str, what: &str, value: impl std::fmt::Display, limit: usize) -> ServerError {
     refusal(
         code,
         format!("query {what} is {value}; at most {limit} is allowed"),
@@ -59,78 +87,110 @@ fn with_code(mut error: ServerError, code: &str) -> ServerError {
     error
 }
 
-/// The deepest bracket nesting (`{`, `(`, `[`) outside strings and comments.
-pub(crate) fn nesting(query: &str) -> usize {
-    let bytes = query.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 2;
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'{' | b'(' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b')' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
+impl Limits {
+    /// Refuses text the parser should not be handed.
+    fn check_text(&self, query: &str) -> ServerResult<()> {
+        let shape = scan(query);
+        if shape.nesting > self.max_nesting() {
+            return Err(over_limit(
+                codes::TOO_DEEP,
+                "bracket nesting",
+                shape.nesting,
+                self.max_nesting(),
+            ));
         }
-        i += 1;
+        if shape.tokens > self.max_tokens {
+            return Err(over_limit(
+                codes::TOO_COMPLEX,
+                "token count",
+                shape.tokens,
+                self.max_tokens,
+            ));
+        }
+        Ok(())
     }
-    deepest
-}
 
-/// Calls `visit` with every field written in the document, fragments once each.
-fn each_field(doc: &ExecutableDocument, visit: &mut impl FnMut(&str)) {
-    fn walk(set: &SelectionSet, visit: &mut impl FnMut(&str)) {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(field) => {
-                    visit(field.node.name.node.as_str());
-                    walk(&field.node.selection_set.node, visit);
-                }
-                Selection::InlineFragment(inline) => walk(&inline.node.selection_set.node, visit),
-                Selection::FragmentSpread(_) => {}
+    /// Refuses a document whose expansion is over a limit, before any pass that expands it.
+    fn check_document(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+        let cost: DocumentCost = cost(doc).map_err(|CostError::FragmentCycle(names)| {
+            refusal(
+                codes::VALIDATION_FAILED,
+                format!(
+                    "fragments spread each other in a cycle: {}",
+                    names.join(" -> ")
+                ),
+            )
+        })?;
+        // Size first: a document both too large and too deep is refused for its size.
+        let checks = [
+            (
+                codes::TOO_COMPLEX,
+                "selection count (fragments expanded)",
+                cost.selections,
+                self.max_selections,
+            ),
+            (
+                codes::TOO_COMPLEX,
+                "field count (fragments expanded)",
+                cost.fields,
+                self.max_complexity,
+            ),
+            (
+                codes::TOO_COMPLEX,
+                "directive count on one selection",
+                cost.directives_on_one,
+                self.max_directives,
+            ),
+            (
+                codes::TOO_DEEP,
+                "selection-set nesting (fragments expanded)",
+                cost.nesting,
+                self.max_nesting(),
+            ),
+            (codes::TOO_DEEP, "depth", cost.field_depth, self.max_depth),
+        ];
+        for (code, what, value, limit) in checks {
+            if value > limit as u64 {
+                return Err(over_limit(code, what, value, limit));
             }
         }
+        // With introspection off async-graphql answers `__schema: null`; say why instead.
+        if cost.introspects && !self.introspection {
+            return Err(refusal(
+                codes::VALIDATION_FAILED,
+                "introspection is disabled on this server (GRAPHQL_INTROSPECTION)".into(),
+            ));
+        }
+        Ok(())
     }
-    for (_, operation) in doc.operations.iter() {
-        walk(&operation.node.selection_set.node, visit);
-    }
-    for fragment in doc.fragments.values() {
-        walk(&fragment.node.selection_set.node, visit);
-    }
-}
 
-/// Fields written in the document, fragments counted once. Each costs at least 1 in the
-/// complexity too (`__typename` aside), so a count over the limit can be refused before
-/// validation, which is the expensive step for a query of thousands of aliases.
-fn written_fields(doc: &ExecutableDocument) -> (usize, bool) {
-    let (mut fields, mut introspects) = (0, false);
-    each_field(doc, &mut |name| {
-        fields += 1;
-        introspects |= name == "__schema" || name == "__type";
-    });
-    (fields, introspects)
+    /// Parses and costs `query`: the only way a document reaches the library.
+    fn admit(&self, query: &str) -> ServerResult<ExecutableDocument> {
+        self.check_text(query)?;
+        let doc = async_graphql::parser::parse_query(query)
+            .map_err(|e| with_code(ServerError::from(e), codes::PARSE_FAILED))?;
+        self.check_document(&doc)?;
+        Ok(doc)
+    }
 }
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for QueryLimits {
+    /// Hands the library a document that passed the limits, so its own parse, recursion
+    /// check and validation only ever see documents of bounded expanded size.
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let document = self
+            .documents
+            .get_or_admit(&request.query, || self.limits.admit(&request.query))?;
+        request.set_parsed_query(document);
+        next.run(ctx, request).await
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -138,36 +198,9 @@ impl Extension for QueryLimits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let nested = nesting(query);
-        if nested > self.max_nesting() {
-            return Err(over_limit(
-                codes::TOO_DEEP,
-                "bracket nesting",
-                nested,
-                self.max_nesting(),
-            ));
-        }
-        let doc = next
-            .run(ctx, query, variables)
+        next.run(ctx, query, variables)
             .await
-            .map_err(|e| with_code(e, codes::PARSE_FAILED))?;
-        let (fields, introspects) = written_fields(&doc);
-        // With introspection off async-graphql answers `__schema: null`; say why instead.
-        if introspects && !self.introspection {
-            return Err(refusal(
-                codes::VALIDATION_FAILED,
-                "introspection is disabled on this server (GRAPHQL_INTROSPECTION)".into(),
-            ));
-        }
-        if fields > self.max_complexity {
-            return Err(over_limit(
-                codes::TOO_COMPLEX,
-                "field count",
-                fields,
-                self.max_complexity,
-            ));
-        }
-        Ok(doc)
+            .map_err(|e| with_code(e, codes::PARSE_FAILED))
     }
 
     async fn validation(
@@ -181,20 +214,20 @@ impl Extension for QueryLimits {
                 .map(|e| with_code(e, codes::VALIDATION_FAILED))
                 .collect::<Vec<_>>()
         })?;
-        if result.depth > self.max_depth {
+        if result.depth > self.limits.max_depth {
             return Err(vec![over_limit(
                 codes::TOO_DEEP,
                 "depth",
                 result.depth,
-                self.max_depth,
+                self.limits.max_depth,
             )]);
         }
-        if result.complexity > self.max_complexity {
+        if result.complexity > self.limits.max_complexity {
             return Err(vec![over_limit(
                 codes::TOO_COMPLEX,
                 "complexity",
                 result.complexity,
-                self.max_complexity,
+                self.limits.max_complexity,
             )]);
         }
         Ok(result)
@@ -215,21 +248,5 @@ impl Extension for QueryLimits {
             .map(|e| with_code(e, codes::VALIDATION_FAILED))
             .collect();
         response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nesting_counts_brackets_but_not_strings_or_comments() {
-        assert_eq!(nesting("{ a }"), 1);
-        assert_eq!(nesting("{ a(x: [{ y: 1 }]) { b } }"), 4);
-        assert_eq!(nesting(r#"{ a(s: "{{{{[[[(") }"#), 2);
-        assert_eq!(nesting("{ a(s: \"\"\"{{{{\"\"\") }"), 2);
-        assert_eq!(nesting("# {{{{{\n{ a }"), 1);
-        assert_eq!(nesting(r#"{ a(s: "\"{{") }"#), 2);
-        assert_eq!(nesting(&"{a".repeat(1000)), 1000);
     }
 }

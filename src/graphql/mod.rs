@@ -2,11 +2,12 @@
 
 mod admin;
 mod catalog;
+mod cost;
+mod documents;
 mod limits;
-
-pub(crate) use limits::nesting;
 mod orders;
 mod pagination;
+mod text;
 mod users;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
@@ -15,6 +16,7 @@ use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
 use crate::error::{ApiError, RequestId};
 
+pub use limits::Limits as SchemaLimits;
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
@@ -29,28 +31,17 @@ pub struct MutationRoot(
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-pub struct SchemaLimits {
-    pub max_depth: usize,
-    pub max_complexity: usize,
-    pub introspection: bool,
-}
-
 /// Built once at start; each request only adds its caller and request id.
 pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema {
-    let query_limits = QueryLimits {
-        max_depth: limits.max_depth,
-        max_complexity: limits.max_complexity,
-        introspection: limits.introspection,
-    };
-    // Depth and complexity are checked by `QueryLimits`, which says by how much a query is
-    // over; the parser's own recursion guard (it also follows fragment spreads) stays on.
+    // `QueryLimits` costs every document before the library's passes and says by how much
+    // it is over; the parser's own recursion guard stays on behind it, at the same bound.
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         EmptySubscription,
     )
-    .limit_recursive_depth(query_limits.max_nesting().max(32))
-    .extension(query_limits);
+    .limit_recursive_depth(limits.max_nesting())
+    .extension(QueryLimits::new(limits));
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -67,6 +58,9 @@ pub fn sdl() -> String {
         SchemaLimits {
             max_depth: usize::MAX,
             max_complexity: usize::MAX,
+            max_selections: usize::MAX,
+            max_tokens: usize::MAX,
+            max_directives: usize::MAX,
             introspection: true,
         },
     )

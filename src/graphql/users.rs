@@ -110,6 +110,8 @@ impl UserMutation {
         email: String,
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
+        // Before anything else: every attempt counts, and one over the limit costs no hash.
+        ctx.app().register_limiter.check(ctx).await?;
         let Some(email) = Email::parse(&email) else {
             return Ok(AuthPayload::failed(
                 UserErrorCode::InvalidEmail,

@@ -29,14 +29,37 @@ pub struct LockRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+impl LockRequest {
+    /// What the customer asked for, normalised: `pid:qty` per line in product order.
+    /// Stored with the idempotency key, so that the key cannot be reused for another
+    /// request. Every order option that changes what is held belongs in it.
+    pub fn fingerprint(&self) -> String {
+        let mut lines: Vec<(u64, u32)> = self
+            .lines
+            .iter()
+            .map(|l| (l.product.0, l.quantity))
+            .collect();
+        lines.sort_unstable();
+        lines
+            .iter()
+            .map(|(product, quantity)| format!("{product}:{quantity}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockOutcome {
     Held {
         created_at: DateTime<Utc>,
         held_until: DateTime<Utc>,
     },
-    /// The idempotency key already names this order.
+    /// The idempotency key already names this order, made from the same request.
     Existing(OrderId),
+    /// The idempotency key names this order, made from other lines or options.
+    KeyReused(OrderId),
+    /// The customer already has this many HELD holds in the store (MAX_HOLDS_PER_CUSTOMER).
+    TooManyHolds(u32),
     /// Redis has no stock entry for these products yet.
     Uninitialised(Vec<ProductId>),
     /// (product, units the customer may still take)
@@ -71,6 +94,17 @@ pub struct HoldEngine {
     hold_ttl_ms: u64,
     idempotency_ttl_ms: u64,
     retention_ms: u64,
+    max_holds_per_customer: u32,
+}
+
+/// How long holds last and how many a customer may have; the engine's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldSettings {
+    pub hold_ttl: Duration,
+    pub idempotency_ttl: Duration,
+    pub retention: Duration,
+    /// Most HELD holds one customer may have in one store; 0: no cap.
+    pub max_holds_per_customer: u32,
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -101,19 +135,14 @@ fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 impl HoldEngine {
-    pub fn new(
-        redis: ConnectionManager,
-        keys: KeySpace,
-        hold_ttl: Duration,
-        idempotency_ttl: Duration,
-        retention: Duration,
-    ) -> Self {
+    pub fn new(redis: ConnectionManager, keys: KeySpace, settings: HoldSettings) -> Self {
         Self {
             redis,
             keys,
-            hold_ttl_ms: ms(hold_ttl),
-            idempotency_ttl_ms: ms(idempotency_ttl),
-            retention_ms: ms(retention),
+            hold_ttl_ms: ms(settings.hold_ttl),
+            idempotency_ttl_ms: ms(settings.idempotency_ttl),
+            retention_ms: ms(settings.retention),
+            max_holds_per_customer: settings.max_holds_per_customer,
         }
     }
 
@@ -142,6 +171,8 @@ impl HoldEngine {
             .arg(self.hold_ttl_ms)
             .arg(self.idempotency_ttl_ms)
             .arg(request.idempotency_key.as_ref().map_or("", |k| k.as_str()))
+            .arg(self.max_holds_per_customer)
+            .arg(request.fingerprint())
             .arg(request.lines.len());
         for line in &request.lines {
             invocation
@@ -160,6 +191,13 @@ impl HoldEngine {
                 store,
                 uuid: uuid.parse()?,
             }),
+            Some((tag, [uuid])) if tag == "REUSED" => LockOutcome::KeyReused(OrderId {
+                store,
+                uuid: uuid.parse()?,
+            }),
+            Some((tag, [cap])) if tag == "TOO_MANY_HOLDS" => {
+                LockOutcome::TooManyHolds(cap.parse()?)
+            }
             Some((tag, rest)) if tag == "UNKNOWN" => LockOutcome::Uninitialised(
                 rest.iter().filter_map(|p| ProductId::parse(p)).collect(),
             ),

@@ -88,6 +88,11 @@ impl KeySpace {
     pub fn login_failures(&self, scope: &str, subject: &str) -> String {
         format!("{}:login-failures:{scope}:{subject}", self.prefix)
     }
+
+    /// Registration attempts per client address (see `auth::register_limit`).
+    pub fn register_attempts(&self, addr: &str) -> String {
+        format!("{}:register-attempts:{addr}", self.prefix)
+    }
 }
 
 #[cfg(test)]

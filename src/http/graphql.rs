@@ -3,19 +3,17 @@
 //! query limits answer with a 4xx status and a JSON error carrying `extensions.code`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse};
 use async_graphql_axum::GraphQLResponse;
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::body::read_limited;
-use super::parsed_queries::ParsedQueries;
+use super::client_addr::client_addr;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::{Caller, ClientAddr, TokenKeys};
 use crate::error::{Refusal, RequestId, codes, refusal_status};
@@ -110,7 +108,6 @@ fn status_of(response: &BatchResponse) -> StatusCode {
 pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Extension(parsed): Extension<Arc<ParsedQueries>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -119,7 +116,7 @@ pub async fn execute(
         Ok(bytes) => parse_request(&bytes, config.graphql_max_batch),
         Err(refused) => Err(refused),
     };
-    let mut batch = match batch {
+    let batch = match batch {
         Ok(batch) => batch,
         Err(refused) => return refused.into_response(),
     };
@@ -128,11 +125,14 @@ pub async fn execute(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    parsed.attach(&mut batch);
     let batch = batch
         .data(caller(&headers, &state.app.tokens))
         .data(RequestId(request_id))
-        .data(ClientAddr(addr.ip()));
+        .data(ClientAddr(client_addr(
+            addr.ip(),
+            &headers,
+            &config.trusted_proxies,
+        )));
     let response = state.schema.execute_batch(batch).await;
     (status_of(&response), GraphQLResponse::from(response)).into_response()
 }

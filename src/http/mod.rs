@@ -1,19 +1,19 @@
 //! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz and /readyz.
 
 mod body;
+mod client_addr;
 mod graphql;
 mod health;
-mod parsed_queries;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -72,9 +72,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
-        .layer(Extension(
-            Arc::new(parsed_queries::ParsedQueries::default()),
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

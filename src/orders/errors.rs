@@ -16,6 +16,10 @@ pub enum OrderErrorCode {
     OrderNotFound,
     HoldExpired,
     InvalidState,
+    /// The customer already has MAX_HOLDS_PER_CUSTOMER HELD holds in the store.
+    TooManyHolds,
+    /// The idempotency key names an order made from other lines or options (`orderId`).
+    IdempotencyKeyReused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -25,6 +29,8 @@ pub struct OrderError {
     pub field: Option<String>,
     pub product_id: Option<ID>,
     pub available: Option<i64>,
+    /// The order the error is about, where there is one (`IDEMPOTENCY_KEY_REUSED`).
+    pub order_id: Option<ID>,
 }
 
 impl OrderError {
@@ -35,6 +41,7 @@ impl OrderError {
             field: None,
             product_id: None,
             available: None,
+            order_id: None,
         }
     }
 
@@ -50,6 +57,11 @@ impl OrderError {
 
     pub fn with_available(mut self, available: i64) -> Self {
         self.available = Some(available);
+        self
+    }
+
+    pub fn with_order(mut self, order: crate::domain::OrderId) -> Self {
+        self.order_id = Some(ID(order.to_string()));
         self
     }
 

@@ -203,6 +203,18 @@ pub async fn lock_order(
             Some(hold) => Ok(hold),
             None => anyhow::bail!("idempotency key names order {order}, which cannot be found"),
         },
+        LockOutcome::KeyReused(order) => Err(vec![
+            OrderError::new(
+                OrderErrorCode::IdempotencyKeyReused,
+                "this idempotency key already names an order made from other lines; use a new key for a new order",
+            )
+            .with_field("idempotencyKey")
+            .with_order(order),
+        ]),
+        LockOutcome::TooManyHolds(cap) => Err(vec![OrderError::new(
+            OrderErrorCode::TooManyHolds,
+            format!("a customer may hold at most {cap} unpaid orders in a store at once; pay for or cancel one first"),
+        )]),
         LockOutcome::Short(lines) => Err(lines
             .into_iter()
             .map(|(product, available)| {

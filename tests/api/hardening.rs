@@ -13,14 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::auth::{sign, unpadded_base64url};
 use crate::helpers::{JWT_SECRET, PASSWORD, TestApp, TestOptions, spawn_app, spawn_app_with};
 
-const LOCK: &str = "mutation($items: [OrderLineInput!]!, $key: String) {
+pub const LOCK: &str = "mutation($items: [OrderLineInput!]!, $key: String) {
     lockOrder(input: { items: $items, idempotencyKey: $key }) {
         order { id status totalCents lines { quantity product { id } } }
         errors { code field productId } } }";
 const CONFIRM: &str = "mutation($id: ID!, $ref: String!) {
     confirmOrder(input: { orderId: $id, paymentReference: $ref }) {
         order { id status paymentReference } errors { code } } }";
-const CANCEL: &str =
+pub const CANCEL: &str =
     "mutation($id: ID!) { cancelOrder(orderId: $id) { order { id status } errors { code } } }";
 const CREATE: &str = "mutation($store: ID!, $name: String!) {
     createProduct(input: { storeId: $store, name: $name, priceCents: 100, stock: 5 }) {
@@ -28,20 +28,20 @@ const CREATE: &str = "mutation($store: ID!, $name: String!) {
 const RESTOCK: &str = "mutation($id: ID!, $reason: String) {
     restockProduct(productId: $id, quantity: 5, reason: $reason) {
         product { available } errors { code } } }";
-const REGISTER: &str = "mutation($email: String!, $password: String!) {
+pub const REGISTER: &str = "mutation($email: String!, $password: String!) {
     register(email: $email, password: $password) { user { email } errors { code } } }";
 const LOGIN: &str = "mutation($email: String!, $password: String!) {
     login(email: $email, password: $password) { token errors { code } } }";
 
-struct Reply {
-    status: u16,
-    body: Value,
-    request_id: Option<String>,
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub request_id: Option<String>,
 }
 
 impl Reply {
     /// The request's error code, or the first business error of the payload.
-    fn code(&self) -> String {
+    pub fn code(&self) -> String {
         if let Some(code) = self.body["errors"][0]["extensions"]["code"].as_str() {
             return code.to_owned();
         }
@@ -57,13 +57,13 @@ impl Reply {
     }
 }
 
-fn gql(query: &str, variables: Value) -> Vec<u8> {
+pub fn gql(query: &str, variables: Value) -> Vec<u8> {
     json!({ "query": query, "variables": variables })
         .to_string()
         .into_bytes()
 }
 
-async fn post(app: &TestApp, body: Vec<u8>, token: Option<&str>) -> Reply {
+pub async fn post(app: &TestApp, body: Vec<u8>, token: Option<&str>) -> Reply {
     let mut request = app
         .http
         .post(format!("{}/graphql", app.address))
@@ -94,7 +94,7 @@ async fn register(app: &TestApp, email: &str) -> Reply {
     post(app, body, None).await
 }
 
-fn lines(items: &[(&str, Value)]) -> Value {
+pub fn lines(items: &[(&str, Value)]) -> Value {
     Value::Array(
         items
             .iter()
@@ -106,13 +106,13 @@ fn lines(items: &[(&str, Value)]) -> Value {
 /// Everything a request could move: per product available/held/sold, the store's outbox
 /// and the orders table.
 #[derive(Debug, PartialEq)]
-struct Snapshot {
+pub struct Snapshot {
     stock: Vec<(i64, i64, i64)>,
     outbox: u64,
     orders: i64,
 }
 
-async fn snapshot(app: &TestApp, store: StoreId, products: &[ProductId]) -> Snapshot {
+pub async fn snapshot(app: &TestApp, store: StoreId, products: &[ProductId]) -> Snapshot {
     let mut stock = Vec::new();
     for product in products {
         stock.push((

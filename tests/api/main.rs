@@ -1,5 +1,6 @@
 //! One integration binary: the real service, real Redis, real MariaDB, real HTTP.
 
+mod abuse;
 mod auth;
 mod cli;
 mod expiry;
