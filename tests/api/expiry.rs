@@ -181,11 +181,13 @@ async fn private_app(redis: &PrivateRedis, options: TestOptions) -> TestApp {
     spawn_app_with(options.arg("redis-url", redis.url())).await
 }
 
-/// HOLD_TTL and SWEEP_INTERVAL of a test.
+/// HOLD_TTL and SWEEP_INTERVAL of a test. One customer takes every hold in these tests,
+/// so the per-customer hold cap is off.
 fn timing(hold_ttl: &str, sweep_interval: &str) -> TestOptions {
     TestOptions::default()
         .arg("hold-ttl", hold_ttl)
         .arg("sweep-interval", sweep_interval)
+        .arg("max-holds-per-customer", 0)
 }
 
 /// One store with one product of `stock` units, and a customer's token.
@@ -357,7 +359,12 @@ async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_re
     let mut first = ServiceProcess::start(
         &app,
         &redis_url(),
-        &[("HOLD_TTL", "2s"), ("SWEEP_INTERVAL", "1h")],
+        &[
+            ("HOLD_TTL", "2s"),
+            ("SWEEP_INTERVAL", "1h"),
+            // One customer takes all 20 holds.
+            ("MAX_HOLDS_PER_CUSTOMER", "0"),
+        ],
     )
     .await;
     app.address = first.address.clone();
