@@ -3,7 +3,7 @@ use tracing_subscriber::EnvFilter;
 
 use flashstock::config::{Cli, Command};
 use flashstock::startup::{Application, shutdown_signal};
-use flashstock::{audit, db, graphql, seed};
+use flashstock::{audit, db, graphql, payments, seed};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -39,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
+        Command::Pay(args) => payments::pay(&config, args).await,
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{LoginLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::context::AppContext;
@@ -56,7 +56,8 @@ impl Application {
             config.hold_ttl,
             config.idempotency_ttl,
             config.hold_retention,
-        );
+        )
+        .with_payment_event_retention(config.payment_event_retention);
         let catalog = Arc::new(Catalog::new(db.clone(), engine.clone()));
         let products = catalog.warm().await.context("cannot load the catalog")?;
         tracing::info!(products, "catalog loaded; Redis stock seeded where absent");
@@ -64,6 +65,12 @@ impl Application {
         crate::auth::prepare_dummy_hash().await?;
         let app = AppContext {
             tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
+            token_versions: Arc::new(TokenVersions::new(
+                redis.clone(),
+                keys.clone(),
+                db.clone(),
+                config.token_version_cache,
+            )),
             login_limiter: LoginLimiter::new(
                 redis.clone(),
                 keys,
