@@ -174,7 +174,12 @@ pub struct Config {
     pub payment_confirmation: PaymentConfirmation,
     /// HMAC-SHA256 secret shared with the payment provider, at least 32 bytes. Without it
     /// `POST /webhooks/payment` is off.
-    #[arg(long, env = "PAYMENT_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "PAYMENT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub payment_webhook_secret: Option<Secret>,
     /// Largest difference between a notification's signed timestamp and now.
     #[arg(long, env = "PAYMENT_WEBHOOK_TOLERANCE", default_value = "5m", value_parser = duration, global = true)]
@@ -216,7 +221,11 @@ impl Config {
             ("IDEMPOTENCY_TTL", self.idempotency_ttl, second),
             ("HOLD_RETENTION", self.hold_retention, second),
             ("LOGIN_WINDOW", self.login_window, second),
-            ("PAYMENT_EVENT_RETENTION", self.payment_event_retention, second),
+            (
+                "PAYMENT_EVENT_RETENTION",
+                self.payment_event_retention,
+                second,
+            ),
         ] {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
@@ -229,7 +238,9 @@ impl Config {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
         }
         if self.token_version_cache > second {
-            anyhow::bail!("TOKEN_VERSION_CACHE must be at most 1s: a revoked token must stop working within a second");
+            anyhow::bail!(
+                "TOKEN_VERSION_CACHE must be at most 1s: a revoked token must stop working within a second"
+            );
         }
         if self
             .payment_webhook_secret()

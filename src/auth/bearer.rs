@@ -52,7 +52,10 @@ pub async fn authenticate(
         },
         Ok(false) => refused(Caller::Rejected),
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "cannot check whether a token is revoked");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "cannot check whether a token is revoked"
+            );
             refused(Caller::Unverifiable)
         }
     }

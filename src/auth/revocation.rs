@@ -63,7 +63,12 @@ impl TokenVersions {
     pub async fn is_current(&self, token: &VerifiedToken) -> anyhow::Result<bool> {
         let user = token.viewer.id;
         let cache_key = (user, token.id.clone());
-        let cached = self.cache.lock().expect("cache lock").get(&cache_key).copied();
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(&cache_key)
+            .copied();
         let answer = match cached.filter(|a| a.read_at.elapsed() < self.cache_for) {
             Some(answer) => answer,
             None => {

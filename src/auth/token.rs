@@ -88,9 +88,7 @@ impl TokenKeys {
         let id = UserId::parse(&claims.sub).ok_or(TokenError)?;
         // The token id becomes part of a Redis key: only the shape we issue is accepted.
         let token_id = match claims.jti {
-            Some(jti) if jti.len() == 32 && jti.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Some(jti)
-            }
+            Some(jti) if jti.len() == 32 && jti.bytes().all(|b| b.is_ascii_hexdigit()) => Some(jti),
             Some(_) => return Err(TokenError),
             None => None,
         };
@@ -124,7 +122,10 @@ mod tests {
         assert_eq!(verified.viewer, viewer);
         assert_eq!(verified.version, 4);
         assert!(verified.id.is_some());
-        assert_ne!(keys.verify(&keys.issue(viewer, 4).unwrap().0).unwrap().id, verified.id);
+        assert_ne!(
+            keys.verify(&keys.issue(viewer, 4).unwrap().0).unwrap().id,
+            verified.id
+        );
         let other = TokenKeys::new(
             "another secret that is long enough!!",
             Duration::from_secs(60),

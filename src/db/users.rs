@@ -96,7 +96,9 @@ pub enum RoleChange {
     /// The user had this role already: nothing changed, no token revoked.
     Unchanged,
     /// The role changed and the token version rose to this: older tokens carry the old role.
-    Changed { token_version: u64 },
+    Changed {
+        token_version: u64,
+    },
 }
 
 /// Gives the user `role`; a real change raises the token version in the same statement.

@@ -209,7 +209,12 @@ impl HoldEngine {
         }
         invocation
             .arg(order.uuid.to_string())
-            .arg(confirmation.owner.map(|u| u.to_string()).unwrap_or_default())
+            .arg(
+                confirmation
+                    .owner
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(confirmation.payment.as_str())
             .arg(self.retention_ms)
             .arg(confirmation.confirmed_by)

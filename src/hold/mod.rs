@@ -8,7 +8,8 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, LockOutcome, LockRequest, RequestedLine,
+    CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, LockOutcome, LockRequest,
+    RequestedLine,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

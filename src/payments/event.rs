@@ -40,8 +40,8 @@ fn event_id(raw: &str) -> Option<String> {
 impl PaymentEvent {
     /// The event, or what is wrong with the body (the words go back to the provider).
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let wire: Wire =
-            serde_json::from_slice(body).map_err(|e| format!("body is not a payment event: {e}"))?;
+        let wire: Wire = serde_json::from_slice(body)
+            .map_err(|e| format!("body is not a payment event: {e}"))?;
         if wire.kind != PAYMENT_SUCCEEDED {
             return Err(format!(
                 "unsupported event type {:?}; only {PAYMENT_SUCCEEDED:?} is accepted",
@@ -51,9 +51,10 @@ impl PaymentEvent {
         let id = event_id(&wire.id).ok_or_else(|| {
             format!("id must be 1 to {MAX_EVENT_ID_LEN} visible ASCII characters")
         })?;
-        let payment_reference = PaymentReference::parse(&wire.payment_reference).ok_or_else(|| {
-            "paymentReference must be 1 to 128 characters, no control characters".to_owned()
-        })?;
+        let payment_reference =
+            PaymentReference::parse(&wire.payment_reference).ok_or_else(|| {
+                "paymentReference must be 1 to 128 characters, no control characters".to_owned()
+            })?;
         if wire.amount_cents < 0 {
             return Err("amountCents must not be negative".to_owned());
         }
@@ -87,12 +88,30 @@ mod tests {
     fn malformed_bodies_say_what_is_wrong() {
         for (body, words) in [
             ("not json", "not a payment event"),
-            (r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p"}"#, "amountCents"),
-            (r#"{"id":"e","type":"payment.failed","orderId":"1-a","paymentReference":"p","amountCents":1}"#, "unsupported event type"),
-            (r#"{"id":"e 1","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":1}"#, "id must be"),
-            (r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"","amountCents":1}"#, "paymentReference"),
-            (r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":-1}"#, "negative"),
-            (r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":1.5}"#, "not a payment event"),
+            (
+                r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p"}"#,
+                "amountCents",
+            ),
+            (
+                r#"{"id":"e","type":"payment.failed","orderId":"1-a","paymentReference":"p","amountCents":1}"#,
+                "unsupported event type",
+            ),
+            (
+                r#"{"id":"e 1","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":1}"#,
+                "id must be",
+            ),
+            (
+                r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"","amountCents":1}"#,
+                "paymentReference",
+            ),
+            (
+                r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":-1}"#,
+                "negative",
+            ),
+            (
+                r#"{"id":"e","type":"payment.succeeded","orderId":"1-a","paymentReference":"p","amountCents":1.5}"#,
+                "not a payment event",
+            ),
         ] {
             let error = PaymentEvent::parse(body.as_bytes()).unwrap_err();
             assert!(error.contains(words), "{body}: {error}");

@@ -38,7 +38,10 @@ fn default_url(listen: SocketAddr) -> String {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/webhooks/payment", SocketAddr::new(host, listen.port()))
+    format!(
+        "http://{}/webhooks/payment",
+        SocketAddr::new(host, listen.port())
+    )
 }
 
 /// The order's total as the service has it: Redis while it holds the hold, else MySQL.

@@ -53,7 +53,11 @@ pub fn verify(
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", value)) if timestamp.is_none() => {
-                timestamp = Some(value.parse::<i64>().map_err(|_| SignatureError::Malformed)?);
+                timestamp = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed)?,
+                );
             }
             Some(("t", _)) => return Err(SignatureError::Malformed),
             Some(("v1", value)) => signatures.push(value),
@@ -101,11 +105,23 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            verify(SECRET, Some(&header), br#"{"id":"evt_2"}"#, 1_700_000_010, FIVE_MINUTES),
+            verify(
+                SECRET,
+                Some(&header),
+                br#"{"id":"evt_2"}"#,
+                1_700_000_010,
+                FIVE_MINUTES
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"another-secret-another-secret-0000", Some(&header), body, 1_700_000_010, FIVE_MINUTES),
+            verify(
+                b"another-secret-another-secret-0000",
+                Some(&header),
+                body,
+                1_700_000_010,
+                FIVE_MINUTES
+            ),
             Err(SignatureError::Mismatch)
         );
         // The timestamp is signed: moving it breaks the signature.
@@ -138,8 +154,12 @@ mod tests {
     fn any_matching_v1_entry_is_enough_and_malformed_headers_are_refused() {
         let body = b"{}";
         let good = sign(SECRET, 1_700_000_000, body);
-        let rotated = format!("{},v1={}", good, "00".repeat(32)).replace("t=1700000000,", "t=1700000000,v1=ab,");
-        assert_eq!(verify(SECRET, Some(&rotated), body, 1_700_000_000, FIVE_MINUTES), Ok(()));
+        let rotated = format!("{},v1={}", good, "00".repeat(32))
+            .replace("t=1700000000,", "t=1700000000,v1=ab,");
+        assert_eq!(
+            verify(SECRET, Some(&rotated), body, 1_700_000_000, FIVE_MINUTES),
+            Ok(())
+        );
         for bad in [
             "",
             "v1=abcd",

@@ -46,9 +46,7 @@ pub async fn receive(State(state): State<HttpState>, headers: HeaderMap, body: B
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    let header = headers
-        .get(signature::HEADER)
-        .and_then(|v| v.to_str().ok());
+    let header = headers.get(signature::HEADER).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = signature::verify(
         secret.as_bytes(),
@@ -159,13 +157,13 @@ fn recorded_outcome(order: &Hold, event: &PaymentEvent) -> ConfirmOutcome {
 }
 
 fn answer(order: OrderId, event: &PaymentEvent, outcome: ConfirmOutcome) -> Response {
-    let conflict = |code, message: String| {
-        Refusal::new(StatusCode::CONFLICT, code, message).into_response()
-    };
+    let conflict =
+        |code, message: String| Refusal::new(StatusCode::CONFLICT, code, message).into_response();
     match outcome {
         ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed => {
             tracing::info!(event = event.id, order = %order, "order paid");
-            let body = json!({ "orderId": order.to_string(), "status": OrderStatus::Confirmed.as_str() });
+            let body =
+                json!({ "orderId": order.to_string(), "status": OrderStatus::Confirmed.as_str() });
             (StatusCode::OK, Json(body)).into_response()
         }
         ConfirmOutcome::AmountMismatch { total_cents } => {

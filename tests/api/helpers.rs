@@ -183,11 +183,7 @@ impl TestApp {
             .unwrap()
             .unwrap();
         // As login does: the token's version goes to Redis, so its requests never need MySQL.
-        self.context
-            .token_versions
-            .issuing(id, 0)
-            .await
-            .unwrap();
+        self.context.token_versions.issuing(id, 0).await.unwrap();
         (id, self.token_for(id, role))
     }
 
