@@ -512,3 +512,53 @@ async fn fifty_concurrent_notifications_with_duplicates_confirm_each_order_once(
     .unwrap();
     assert_eq!(confirmers, 50);
 }
+
+/// `flashstock pay`, the development tool that plays the provider.
+async fn pay_command(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashstock"))
+        .env("DATABASE_URL", &app.database_url)
+        .env("REDIS_URL", crate::helpers::redis_url())
+        .env("REDIS_KEY_PREFIX", app.keys.prefix())
+        .env("PAYMENT_WEBHOOK_SECRET", SECRET)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", app.port))
+        .env_remove("JWT_SECRET")
+        .arg("pay")
+        .args(args)
+        .output()
+        .await
+        .expect("flashstock runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+#[tokio::test]
+async fn the_pay_command_signs_and_sends_a_notification_like_a_provider() {
+    let _serial = one_at_a_time().await;
+    let app = spawn_app_with(webhook_mode()).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 450, 10, None).await;
+    let (_, token) = app.create_customer().await;
+    let (order, _) = lock(&app, &token, product, 2).await;
+
+    let (ok, printed) = pay_command(&app, &["--order", &order, "--amount-cents", "1"]).await;
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("409") && printed.contains("AMOUNT_MISMATCH"),
+        "{printed}"
+    );
+    assert_eq!(app.held(store, product).await, 2);
+
+    // By default it pays the order's total, read from Redis.
+    let (ok, printed) = pay_command(&app, &["--order", &order, "--event-id", "evt-cli"]).await;
+    assert!(ok, "{printed}");
+    assert!(printed.contains("\"status\":\"CONFIRMED\""), "{printed}");
+    assert!(printed.contains("\"amountCents\":900"), "{printed}");
+    assert_eq!(app.sold(store, product).await, 2);
+    let replay = pay_command(&app, &["--order", &order, "--event-id", "evt-cli"]).await;
+    assert!(replay.0, "{}", replay.1);
+    assert_eq!(app.sold(store, product).await, 2);
+}
