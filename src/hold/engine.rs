@@ -148,6 +148,22 @@ impl HoldEngine {
         self
     }
 
+    /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
+    pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+        let redis = ConnectionManager::new(client)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        Ok(Self::new(
+            redis,
+            KeySpace::new(config.redis_key_prefix.clone()),
+            config.hold_ttl,
+            config.idempotency_ttl,
+            config.hold_retention,
+        ))
+    }
+
     pub fn keys(&self) -> &KeySpace {
         &self.keys
     }

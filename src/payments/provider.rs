@@ -12,7 +12,7 @@ use super::PAYMENT_SUCCEEDED;
 use super::signature::{self, HEADER};
 use crate::config::Config;
 use crate::domain::OrderId;
-use crate::hold::{HoldEngine, KeySpace};
+use crate::hold::HoldEngine;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PayArgs {
@@ -46,17 +46,7 @@ fn default_url(listen: SocketAddr) -> String {
 
 /// The order's total as the service has it: Redis while it holds the hold, else MySQL.
 async fn order_total(config: &Config, order: OrderId) -> anyhow::Result<i64> {
-    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis at REDIS_URL")?;
-    let engine = HoldEngine::new(
-        redis,
-        KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_ttl,
-        config.idempotency_ttl,
-        config.hold_retention,
-    );
+    let engine = HoldEngine::connect(config).await?;
     let db = crate::db::connect_existing(&config.database_url).await?;
     let found = crate::orders::find_order(&db, &engine, order).await?;
     db.close().await;

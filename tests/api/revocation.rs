@@ -41,6 +41,11 @@ async fn login(app: &TestApp, user: UserId) -> String {
         .to_owned()
 }
 
+async fn set_role(app: &TestApp, admin: &str, user: UserId, role: &str) -> Value {
+    let variables = json!({ "id": user.to_string(), "role": role });
+    app.graphql(SET_ROLE, variables, Some(admin)).await
+}
+
 async fn me(app: &TestApp, token: &str) -> Value {
     app.graphql(ME, json!({}), Some(token)).await
 }
@@ -133,13 +138,7 @@ async fn a_change_of_role_revokes_the_tokens_that_carry_the_old_one() {
         "ADMIN"
     );
 
-    let body = app
-        .graphql(
-            SET_ROLE,
-            json!({ "id": demoted.to_string(), "role": "CUSTOMER" }),
-            Some(&admin),
-        )
-        .await;
+    let body = set_role(&app, &admin, demoted, "CUSTOMER").await;
     assert_eq!(body["data"]["setUserRole"]["role"], "CUSTOMER", "{body}");
     assert_refused(&app, &demoted_token).await;
 
@@ -151,13 +150,7 @@ async fn a_change_of_role_revokes_the_tokens_that_carry_the_old_one() {
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
 
     // Giving a user the role they have changes nothing and revokes nothing.
-    let body = app
-        .graphql(
-            SET_ROLE,
-            json!({ "id": demoted.to_string(), "role": "CUSTOMER" }),
-            Some(&admin),
-        )
-        .await;
+    let body = set_role(&app, &admin, demoted, "CUSTOMER").await;
     assert_eq!(body["data"]["setUserRole"]["role"], "CUSTOMER", "{body}");
     assert_accepted(&app, &fresh, demoted).await;
 }
