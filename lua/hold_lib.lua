@@ -13,8 +13,8 @@
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
 --
 -- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price,..."), total,
--- status, created, held_until, confirmed, finished, payment_ref, idem, version
--- (1 while HELD, 2 once terminal). Times are Unix milliseconds from Redis TIME.
+-- status, created, held_until, confirmed, finished, payment_ref, confirmed_by, idem,
+-- version (1 while HELD, 2 once terminal). Times are Unix milliseconds from Redis TIME.
 
 local store = {
   stock = KEYS[1], held = KEYS[2], sold = KEYS[3],

@@ -39,10 +39,23 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = duration)]
         wait: Duration,
     },
+    /// Development tool: pay for an order the way a payment provider would, with a signed
+    /// `payment.succeeded` notification to the service's webhook (PAYMENT_WEBHOOK_SECRET).
+    Pay(crate::payments::PayArgs),
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(value)
+}
+
+/// Who may turn a HELD order into a CONFIRMED one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaymentConfirmation {
+    /// The customer's own `confirmOrder` (demos and tests: no payment backs it).
+    Client,
+    /// Only a signed payment notification to `POST /webhooks/payment`; ADMINs keep
+    /// `confirmOrder` for manual fixes.
+    Webhook,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -199,6 +212,30 @@ pub struct Config {
     /// the client; from any other peer the header is ignored. Empty by default.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// How long a token check may reuse what it last read of a user's token version; a
+    /// revoked token stops working within this time on every instance (at most 1s).
+    #[arg(long, env = "TOKEN_VERSION_CACHE", default_value = "500ms", value_parser = duration, global = true)]
+    pub token_version_cache: Duration,
+    /// Who confirms orders: `client` (the customer's confirmOrder) or `webhook` (only a
+    /// signed payment notification; use this in production).
+    #[arg(long, env = "PAYMENT_CONFIRMATION", value_enum, default_value_t = PaymentConfirmation::Client, global = true)]
+    pub payment_confirmation: PaymentConfirmation,
+    /// HMAC-SHA256 secret shared with the payment provider, at least 32 bytes. Without it
+    /// `POST /webhooks/payment` is off.
+    #[arg(
+        long,
+        env = "PAYMENT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub payment_webhook_secret: Option<Secret>,
+    /// Largest difference between a notification's signed timestamp and now.
+    #[arg(long, env = "PAYMENT_WEBHOOK_TOLERANCE", default_value = "5m", value_parser = duration, global = true)]
+    pub payment_webhook_tolerance: Duration,
+    /// How long the answer to a payment event is kept, so that a provider's retry of the
+    /// same event gets the same answer and changes nothing.
+    #[arg(long, env = "PAYMENT_EVENT_RETENTION", default_value = "7d", value_parser = duration, global = true)]
+    pub payment_event_retention: Duration,
     /// Longest wait for in-flight requests and workers on shutdown.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub shutdown_timeout: Duration,
@@ -211,6 +248,7 @@ impl Config {
             idempotency_ttl: self.idempotency_ttl,
             retention: self.hold_retention,
             max_holds_per_customer: self.max_holds_per_customer,
+            payment_event_retention: self.payment_event_retention,
         }
     }
 
@@ -221,6 +259,11 @@ impl Config {
             Some(_) => anyhow::bail!("JWT_SECRET must be at least 32 bytes"),
             None => anyhow::bail!("JWT_SECRET is required (at least 32 bytes)"),
         }
+    }
+
+    /// The payment webhook's secret when the endpoint is on.
+    pub fn payment_webhook_secret(&self) -> Option<&str> {
+        self.payment_webhook_secret.as_ref().map(Secret::expose)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -237,6 +280,11 @@ impl Config {
             ("HOLD_RETENTION", self.hold_retention, second),
             ("LOGIN_WINDOW", self.login_window, second),
             ("REGISTER_WINDOW", self.register_window, second),
+            (
+                "PAYMENT_EVENT_RETENTION",
+                self.payment_event_retention,
+                second,
+            ),
         ] {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
@@ -247,6 +295,27 @@ impl Config {
         }
         if self.max_line_quantity == 0 || self.max_order_lines == 0 {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
+        }
+        if self.token_version_cache > second {
+            anyhow::bail!(
+                "TOKEN_VERSION_CACHE must be at most 1s: a revoked token must stop working within a second"
+            );
+        }
+        if self
+            .payment_webhook_secret()
+            .is_some_and(|secret| secret.len() < 32)
+        {
+            anyhow::bail!("PAYMENT_WEBHOOK_SECRET must be at least 32 bytes");
+        }
+        if self.payment_confirmation == PaymentConfirmation::Webhook
+            && self.payment_webhook_secret.is_none()
+        {
+            anyhow::bail!(
+                "PAYMENT_CONFIRMATION=webhook needs PAYMENT_WEBHOOK_SECRET: nothing could confirm an order"
+            );
+        }
+        if self.payment_webhook_tolerance < second {
+            anyhow::bail!("PAYMENT_WEBHOOK_TOLERANCE must be at least 1s");
         }
         Ok(())
     }
@@ -304,6 +373,9 @@ mod tests {
             ("--hold-retention", "0s"),
             ("--hold-ttl", "400days"),
             ("--login-window", "0s"),
+            ("--token-version-cache", "2s"),
+            ("--payment-webhook-secret", "too-short"),
+            ("--payment-event-retention", "0s"),
         ] {
             let cli = Cli::try_parse_from(["flashstock", flag, value, "serve"]).unwrap();
             assert!(cli.config.validate().is_err(), "{flag} {value}");

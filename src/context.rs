@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 
-use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
@@ -22,6 +22,7 @@ pub struct AppContext {
     pub engine: HoldEngine,
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<TokenKeys>,
+    pub token_versions: Arc<TokenVersions>,
     pub login_limiter: LoginLimiter,
     pub register_limiter: RegisterLimiter,
 }

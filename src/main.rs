@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 use flashstock::config::{Cli, Command, Config};
 use flashstock::startup::Application;
-use flashstock::{audit, db, graphql, seed, shutdown};
+use flashstock::{audit, db, graphql, payments, seed, shutdown};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -61,5 +61,6 @@ async fn run(
             Ok(())
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
+        Command::Pay(args) => payments::pay(&config, args).await,
     }
 }

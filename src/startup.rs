@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::context::AppContext;
@@ -58,6 +58,12 @@ impl Application {
         crate::auth::prepare_dummy_hash().await?;
         let app = AppContext {
             tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
+            token_versions: Arc::new(TokenVersions::new(
+                redis.clone(),
+                keys.clone(),
+                db.clone(),
+                config.token_version_cache,
+            )),
             login_limiter: LoginLimiter::new(
                 redis.clone(),
                 keys.clone(),

@@ -1,5 +1,6 @@
 //! The GraphQL API: one schema merged from a module per area of the store.
 
+mod access;
 mod admin;
 mod catalog;
 mod cost;
@@ -27,6 +28,7 @@ pub struct MutationRoot(
     users::UserMutation,
     orders::OrderMutation,
     admin::AdminMutation,
+    access::AccessMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -83,6 +85,9 @@ impl ContextExt for Context<'_> {
     fn viewer(&self) -> async_graphql::Result<Viewer> {
         match self.data_opt::<Caller>() {
             Some(Caller::Authenticated(viewer)) => Ok(*viewer),
+            Some(Caller::Unverifiable) => Err(self.fail(anyhow::anyhow!(
+                "the token's revocation could not be checked"
+            ))),
             _ => Err(self.fail(ApiError::Unauthenticated)),
         }
     }

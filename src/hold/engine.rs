@@ -10,7 +10,9 @@ use redis::aio::ConnectionManager;
 use super::keys::KeySpace;
 use super::record::Hold;
 use super::scripts::SCRIPTS;
-use crate::domain::{IdempotencyKey, OrderId, PaymentReference, ProductId, StoreId, UserId};
+use crate::domain::{
+    IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
+};
 
 /// One distinct product of an order, with what the catalog says about it.
 #[derive(Debug, Clone)]
@@ -68,13 +70,33 @@ pub enum LockOutcome {
     Short(Vec<(ProductId, i64)>),
 }
 
+/// One confirmation: by a customer or an ADMIN (`confirmOrder`) or by a payment event.
+#[derive(Debug, Clone, Copy)]
+pub struct Confirmation<'a> {
+    pub order: OrderId,
+    /// The user who must own the hold; `None`: anyone's (an ADMIN's fix, a payment).
+    pub owner: Option<UserId>,
+    pub payment: &'a PaymentReference,
+    /// Kept with the order and in the ledger: `payment:<event>` or `<ROLE>:<user id>`.
+    pub confirmed_by: &'a str,
+    /// The amount paid, which must equal the hold's total.
+    pub amount_cents: Option<i64>,
+    /// A payment event's id: its first answer is kept and returned to every replay.
+    pub event: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmOutcome {
     Confirmed,
     AlreadyConfirmed,
     Expired,
     NotFound,
-    InvalidState,
+    /// The amount paid differs from the hold's total; nothing changed.
+    AmountMismatch {
+        total_cents: i64,
+    },
+    /// Neither HELD nor (with this reference) CONFIRMED; nothing changed.
+    InvalidState(OrderStatus),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +117,7 @@ pub struct HoldEngine {
     idempotency_ttl_ms: u64,
     retention_ms: u64,
     max_holds_per_customer: u32,
+    payment_event_retention_ms: u64,
 }
 
 /// How long holds last and how many a customer may have; the engine's settings.
@@ -105,6 +128,8 @@ pub struct HoldSettings {
     pub retention: Duration,
     /// Most HELD holds one customer may have in one store; 0: no cap.
     pub max_holds_per_customer: u32,
+    /// How long the answer to a payment event is kept (PAYMENT_EVENT_RETENTION).
+    pub payment_event_retention: Duration,
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -143,7 +168,22 @@ impl HoldEngine {
             idempotency_ttl_ms: ms(settings.idempotency_ttl),
             retention_ms: ms(settings.retention),
             max_holds_per_customer: settings.max_holds_per_customer,
+            payment_event_retention_ms: ms(settings.payment_event_retention),
         }
+    }
+
+    /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
+    pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+        let redis = ConnectionManager::new(client)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        Ok(Self::new(
+            redis,
+            KeySpace::new(config.redis_key_prefix.clone()),
+            config.hold_settings(),
+        ))
     }
 
     pub fn keys(&self) -> &KeySpace {
@@ -207,26 +247,43 @@ impl HoldEngine {
         })
     }
 
-    pub async fn confirm(
-        &self,
-        order: OrderId,
-        user: UserId,
-        payment: &PaymentReference,
-    ) -> anyhow::Result<ConfirmOutcome> {
+    pub async fn confirm(&self, confirmation: Confirmation<'_>) -> anyhow::Result<ConfirmOutcome> {
+        let order = confirmation.order;
         let mut invocation = SCRIPTS.confirm.prepare_invoke();
         self.order_keys(&mut invocation, order);
+        if let Some(event) = confirmation.event {
+            invocation.key(self.keys.payment_event(order.store, event));
+        }
         invocation
             .arg(order.uuid.to_string())
-            .arg(user.0)
-            .arg(payment.as_str())
-            .arg(self.retention_ms);
+            .arg(
+                confirmation
+                    .owner
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(confirmation.payment.as_str())
+            .arg(self.retention_ms)
+            .arg(confirmation.confirmed_by)
+            .arg(
+                confirmation
+                    .amount_cents
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(self.payment_event_retention_ms);
         let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("CONFIRMED") => ConfirmOutcome::Confirmed,
-            Some("ALREADY") => ConfirmOutcome::AlreadyConfirmed,
-            Some("EXPIRED") => ConfirmOutcome::Expired,
-            Some("NOT_FOUND") => ConfirmOutcome::NotFound,
-            Some("INVALID") => ConfirmOutcome::InvalidState,
+        Ok(match reply.as_slice() {
+            [tag] if tag == "CONFIRMED" => ConfirmOutcome::Confirmed,
+            [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
+            [tag] if tag == "EXPIRED" => ConfirmOutcome::Expired,
+            [tag] if tag == "NOT_FOUND" => ConfirmOutcome::NotFound,
+            [tag, total] if tag == "AMOUNT_MISMATCH" => ConfirmOutcome::AmountMismatch {
+                total_cents: total.parse()?,
+            },
+            [tag, status] if tag == "INVALID" => ConfirmOutcome::InvalidState(
+                OrderStatus::parse(status).ok_or_else(|| unexpected(&reply))?,
+            ),
             _ => return Err(unexpected(&reply)),
         })
     }

@@ -79,9 +79,26 @@ impl KeySpace {
         self.store_key(store, &format!("idem:{user}:{key}"))
     }
 
+    /// The answer a payment event got (see `payments::webhook`); in the order's store slot,
+    /// so the confirm script reads and writes it in the same atomic step.
+    pub fn payment_event(&self, store: StoreId, event: &str) -> String {
+        self.store_key(store, &format!("payment-event:{event}"))
+    }
+
     /// Stores with stock in Redis: how the sweeper and flusher find their work without SCAN.
     pub fn stores(&self) -> String {
         format!("{}:stores", self.prefix)
+    }
+
+    /// A user's token version (see `auth::revocation`). Keys of one user share the hash
+    /// tag `{user:<id>}`, so one MGET reads the version and a token's revocation mark.
+    pub fn token_version(&self, user: UserId) -> String {
+        format!("{}:{{user:{user}}}:token-version", self.prefix)
+    }
+
+    /// Present while one token (by its id) is revoked, until the token would have expired.
+    pub fn revoked_token(&self, user: UserId, token_id: &str) -> String {
+        format!("{}:{{user:{user}}}:revoked-token:{token_id}", self.prefix)
     }
 
     /// Failed-login counters (see `auth::login_limit`).

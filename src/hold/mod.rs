@@ -8,8 +8,8 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, LockOutcome, LockRequest,
-    RequestedLine,
+    CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, HoldSettings, LockOutcome,
+    LockRequest, RequestedLine,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

@@ -9,34 +9,17 @@ use async_graphql::{BatchRequest, BatchResponse};
 use async_graphql_axum::GraphQLResponse;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::body::read_limited;
 use super::client_addr::client_addr;
 use super::{HttpState, REQUEST_ID};
-use crate::auth::{Caller, ClientAddr, TokenKeys};
+use crate::auth::{ClientAddr, authenticate};
 use crate::error::{Refusal, RequestId, codes, refusal_status};
 
 pub async fn graphiql() -> impl IntoResponse {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
-}
-
-fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Caller::Anonymous;
-    };
-    // The scheme is case-insensitive (RFC 9110); anything but a valid Bearer token is refused.
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match token.map(|t| tokens.verify(t)) {
-        Some(Ok(viewer)) => Caller::Authenticated(viewer),
-        _ => Caller::Rejected,
-    }
 }
 
 /// Parses the body as one operation or a batch, with the JSON parser's own words on failure.
@@ -125,8 +108,10 @@ pub async fn execute(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let batch = batch
-        .data(caller(&headers, &state.app.tokens))
+    let app = &state.app;
+    let batch = authenticate(&headers, &app.tokens, &app.token_versions)
+        .await
+        .attach(batch)
         .data(RequestId(request_id))
         .data(ClientAddr(client_addr(
             addr.ip(),

@@ -1,6 +1,7 @@
-//! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz and /readyz.
+//! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz, /readyz and,
+//! with PAYMENT_WEBHOOK_SECRET, the payment provider's /webhooks/payment.
 
-mod body;
+pub(crate) mod body;
 mod client_addr;
 mod graphql;
 mod health;
@@ -13,7 +14,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -67,10 +68,15 @@ async fn explain_timeout(response: Response) -> Response {
 /// so that a chunked body over it gets the same 413 as a declared one.
 pub fn router(state: HttpState) -> Router {
     let timeout: Duration = state.app.config.request_timeout;
-    Router::new()
+    let mut routes = Router::new()
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    // Without a secret nothing could be verified: the endpoint does not exist.
+    if state.app.config.payment_webhook_secret().is_some() {
+        routes = routes.route("/webhooks/payment", post(crate::payments::receive));
+    }
+    routes
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

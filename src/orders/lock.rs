@@ -196,6 +196,7 @@ pub async fn lock_order(
             confirmed_at: None,
             finished_at: None,
             payment_reference: None,
+            confirmed_by: None,
             idempotency_key: request.idempotency_key,
             version: 1,
         }),

@@ -9,6 +9,7 @@
 //!   `INSERT IGNORE`; its delta applies only when that insert added the row. (Never read
 //!   "was it new?" from an `ON DUPLICATE KEY UPDATE`: sqlx-mysql sets CLIENT_FOUND_ROWS.)
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -35,17 +36,19 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// The assignments run left to right and later ones see earlier results, so `version`
 /// is assigned last: every condition before it compares against the stored version.
 const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, total_cents, \
-     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, version) \
+     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, \
+     confirmed_by, version) \
      VALUES {rows} ON DUPLICATE KEY UPDATE \
      status = IF(VALUES(version) > version, VALUES(status), status), \
      confirmed_at = IF(VALUES(version) > version, VALUES(confirmed_at), confirmed_at), \
      finished_at = IF(VALUES(version) > version, VALUES(finished_at), finished_at), \
      payment_reference = IF(VALUES(version) > version, VALUES(payment_reference), payment_reference), \
+     confirmed_by = IF(VALUES(version) > version, VALUES(confirmed_by), confirmed_by), \
      version = GREATEST(version, VALUES(version))";
 
 async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
     for chunk in orders.chunks(ROWS_PER_INSERT) {
-        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 12));
+        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 13));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for hold in chunk {
             query = query
@@ -60,6 +63,7 @@ async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sql
                 .bind(hold.confirmed_at.map(naive))
                 .bind(hold.finished_at.map(naive))
                 .bind(hold.payment_reference.as_ref().map(|p| p.as_str()))
+                .bind(hold.confirmed_by.as_deref())
                 .bind(hold.version);
         }
         query.execute(&mut **tx).await?;
@@ -100,18 +104,22 @@ struct Movement<'a> {
     delta: i64,
     reason: &'static str,
     order: Option<String>,
-    note: Option<&'a str>,
+    note: Option<Cow<'a, str>>,
     at: DateTime<Utc>,
 }
 
-fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
+/// A sale's ledger rows say who confirmed it (a payment event, or which ADMIN).
+fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'_>> + '_ {
     hold.lines.iter().map(move |line| Movement {
         key: format!("sale:{}:{}", hold.id.uuid, line.product),
         product: line.product,
         delta: -i64::from(line.quantity),
         reason: "SALE",
         order: Some(hold.id.uuid.to_string()),
-        note: None,
+        note: hold
+            .confirmed_by
+            .as_deref()
+            .map(|by| Cow::Owned(format!("confirmed by {by}"))),
         at: hold.confirmed_at.unwrap_or(hold.created_at),
     })
 }
@@ -123,7 +131,7 @@ fn restock(restock: &Restock) -> Movement<'_> {
         delta: restock.units,
         reason: "RESTOCK",
         order: None,
-        note: Some(restock.reason.as_str()).filter(|r| !r.is_empty()),
+        note: Some(Cow::Borrowed(restock.reason.as_str())).filter(|r| !r.is_empty()),
         at: restock.at,
     }
 }
@@ -172,7 +180,7 @@ async fn insert_ignore(
                 .bind(movement.delta)
                 .bind(movement.reason)
                 .bind(movement.order.as_deref())
-                .bind(movement.note)
+                .bind(movement.note.as_deref())
                 .bind(naive(movement.at));
         }
         inserted += query.execute(&mut **tx).await?.rows_affected();

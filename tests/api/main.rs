@@ -9,5 +9,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod payments;
 mod process;
+mod revocation;
 mod schema;
