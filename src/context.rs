@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hold::HoldEngine;
+use crate::live::LiveHub;
 use crate::orders::LockLimits;
 
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppContext {
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<TokenKeys>,
     pub login_limiter: LoginLimiter,
+    /// Live stock and order changes for subscriptions (`live`).
+    pub live: LiveHub,
 }
 
 impl AppContext {

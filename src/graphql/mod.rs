@@ -3,13 +3,14 @@
 mod admin;
 mod catalog;
 mod limits;
+mod live;
 
 pub(crate) use limits::nesting;
 mod orders;
 mod pagination;
 mod users;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
@@ -27,7 +28,10 @@ pub struct MutationRoot(
     admin::AdminMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(live::LiveSubscription);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 pub struct SchemaLimits {
     pub max_depth: usize,
@@ -47,7 +51,7 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
     .limit_recursive_depth(query_limits.max_nesting().max(32))
     .extension(query_limits);

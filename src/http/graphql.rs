@@ -21,18 +21,30 @@ use crate::auth::{Caller, ClientAddr, TokenKeys};
 use crate::error::{Refusal, RequestId, codes, refusal_status};
 
 pub async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .finish(),
+    )
 }
 
 fn caller(headers: &HeaderMap, tokens: &TokenKeys) -> Caller {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Caller::Anonymous;
-    };
+    match headers.get(header::AUTHORIZATION) {
+        None => Caller::Anonymous,
+        Some(value) => match value.to_str() {
+            Ok(value) => caller_from_authorization(value, tokens),
+            Err(_) => Caller::Rejected,
+        },
+    }
+}
+
+/// Who an Authorization value names. Used for the HTTP header and for the
+/// `authorization` entry of a WebSocket's `connection_init` payload alike.
+pub(super) fn caller_from_authorization(value: &str, tokens: &TokenKeys) -> Caller {
     // The scheme is case-insensitive (RFC 9110); anything but a valid Bearer token is refused.
     let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
+        .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     match token.map(|t| tokens.verify(t)) {

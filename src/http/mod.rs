@@ -1,16 +1,20 @@
-//! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz and /readyz.
+//! HTTP surface: /graphql (POST for queries, GET for GraphiQL or a WebSocket for
+//! subscriptions), /healthz and /readyz.
 
 mod body;
 mod graphql;
 mod health;
 mod parsed_queries;
+mod ws;
+
+pub use ws::Sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -30,6 +34,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpState {
     pub app: Arc<AppContext>,
     pub schema: AppSchema,
+    /// Open WebSockets (subscriptions at GET /graphql).
+    pub sockets: Arc<Sockets>,
 }
 
 /// The span of one request: method, path and request id. Never the query string, the
@@ -68,7 +74,12 @@ async fn explain_timeout(response: Response) -> Response {
 pub fn router(state: HttpState) -> Router {
     let timeout: Duration = state.app.config.request_timeout;
     Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route(
+            "/graphql",
+            get(graphql::graphiql)
+                .post(graphql::execute)
+                .layer(from_fn_with_state(state.clone(), ws::upgrade)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
