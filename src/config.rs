@@ -162,7 +162,12 @@ pub struct Config {
     #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
     pub ws_init_timeout: Duration,
     /// Most open WebSockets in this instance; more are refused before the upgrade (503).
-    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "WS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub ws_max_connections: usize,
     /// Most open WebSockets from one client address; more are refused before the upgrade (429).
     #[arg(
@@ -173,7 +178,12 @@ pub struct Config {
     )]
     pub ws_max_connections_per_address: usize,
     /// Most subscriptions running at once on one WebSocket.
-    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 10,
+        global = true
+    )]
     pub ws_max_subscriptions: usize,
     /// How often the server pings an open WebSocket; one silent for three of these is closed.
     #[arg(long, env = "WS_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = duration, global = true)]

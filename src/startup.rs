@@ -17,8 +17,8 @@ use crate::context::AppContext;
 use crate::db;
 use crate::graphql::{AppSchema, SchemaLimits, build_schema};
 use crate::hold::{HoldEngine, KeySpace};
-use crate::live::LiveHub;
 use crate::http::{HttpState, Sockets, router};
+use crate::live::LiveHub;
 
 pub struct Application {
     listener: TcpListener,

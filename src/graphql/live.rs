@@ -49,8 +49,9 @@ impl LiveSubscription {
         let mut ids = Vec::with_capacity(product_ids.len());
         let mut seen = HashSet::with_capacity(product_ids.len());
         for raw in &product_ids {
-            let id = ProductId::parse(raw)
-                .ok_or_else(|| ctx.fail(ApiError::NotFound(format!("no product has id {raw:?}"))))?;
+            let id = ProductId::parse(raw).ok_or_else(|| {
+                ctx.fail(ApiError::NotFound(format!("no product has id {raw:?}")))
+            })?;
             if seen.insert(id) {
                 ids.push(id);
             }
@@ -59,9 +60,9 @@ impl LiveSubscription {
         let rows = app.catalog.products(&ids).await.map_err(|e| ctx.fail(e))?;
         let mut watches = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = rows
-                .get(&id)
-                .ok_or_else(|| ctx.fail(ApiError::NotFound(format!("no product has id \"{id}\""))))?;
+            let row = rows.get(&id).ok_or_else(|| {
+                ctx.fail(ApiError::NotFound(format!("no product has id \"{id}\"")))
+            })?;
             watches.push(app.live.watch_product(row.store, id));
         }
         Ok(StockStream::new(watches, app.live.min_interval())
@@ -167,31 +168,34 @@ fn orders_of(
     request_id: Option<RequestId>,
 ) -> impl Stream<Item = async_graphql::Result<Order>> {
     let state = (app, changes, request_id, false);
-    futures_util::stream::unfold(state, move |(app, mut changes, request_id, ended)| async move {
-        if ended {
-            return None;
-        }
-        loop {
-            let change: OrderChange = match changes.recv().await {
-                Ok(change) if change.user == viewer.id => change,
-                Ok(_) => continue,
-                Err(RecvError::Lagged(missed)) => {
-                    // Which of the viewer's orders changed is lost with the messages: say
-                    // so and end, and the client subscribes again and re-reads.
-                    let error = async_graphql::Error::new(format!(
-                        "this subscription fell {missed} changes behind; subscribe again"
-                    ))
-                    .extend_with(|_, ext| ext.set("code", "LAGGED"));
-                    return Some((Err(error), (app, changes, request_id, true)));
-                }
-                Err(RecvError::Closed) => return None,
-            };
-            let item = match find_order(&app.db, &app.engine, change.order).await {
-                Ok(Some(hold)) => Ok(Order(hold)),
-                Ok(None) => continue,
-                Err(error) => Err(internal(error, request_id.as_ref())),
-            };
-            return Some((item, (app, changes, request_id, false)));
-        }
-    })
+    futures_util::stream::unfold(
+        state,
+        move |(app, mut changes, request_id, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let change: OrderChange = match changes.recv().await {
+                    Ok(change) if change.user == viewer.id => change,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        // Which of the viewer's orders changed is lost with the messages: say
+                        // so and end, and the client subscribes again and re-reads.
+                        let error = async_graphql::Error::new(format!(
+                            "this subscription fell {missed} changes behind; subscribe again"
+                        ))
+                        .extend_with(|_, ext| ext.set("code", "LAGGED"));
+                        return Some((Err(error), (app, changes, request_id, true)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                let item = match find_order(&app.db, &app.engine, change.order).await {
+                    Ok(Some(hold)) => Ok(Order(hold)),
+                    Ok(None) => continue,
+                    Err(error) => Err(internal(error, request_id.as_ref())),
+                };
+                return Some((item, (app, changes, request_id, false)));
+            }
+        },
+    )
 }

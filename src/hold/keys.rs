@@ -93,7 +93,9 @@ impl KeySpace {
 
     /// Reverses `live` for a channel named in a pub/sub message.
     pub fn store_of_live(&self, channel: &str) -> Option<StoreId> {
-        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{store:")?;
+        let rest = channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{store:")?;
         StoreId::parse(rest.strip_suffix("}:live")?)
     }
 
@@ -130,7 +132,10 @@ mod tests {
         assert_eq!(keys.live(StoreId(7)), "fs:{store:7}:live");
         assert_eq!(keys.store_of_live("fs:{store:7}:live"), Some(StoreId(7)));
         assert_eq!(keys.store_of_live("fs:{store:7}:stock"), None);
-        assert_eq!(KeySpace::new("other").store_of_live("fs:{store:7}:live"), None);
+        assert_eq!(
+            KeySpace::new("other").store_of_live("fs:{store:7}:live"),
+            None
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl Sockets {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "TOO_MANY_CONNECTIONS",
-                format!("this server has {} WebSockets open, its limit", self.max_total),
+                format!(
+                    "this server has {} WebSockets open, its limit",
+                    self.max_total
+                ),
             ));
         }
         let mine = open.by_address.entry(address).or_default();
@@ -136,7 +139,11 @@ impl Sockets {
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        let mut open = self.sockets.open.lock().expect("socket count lock poisoned");
+        let mut open = self
+            .sockets
+            .open
+            .lock()
+            .expect("socket count lock poisoned");
         open.total -= 1;
         if let Some(mine) = open.by_address.get_mut(&self.address) {
             *mine -= 1;
@@ -383,11 +390,21 @@ impl Connection {
     ) -> impl futures_util::Stream<Item = Result<Message, axum::Error>> + Send + 'static {
         let kind = self.kind;
         let limit = self.state.app.config.ws_max_subscriptions;
+        let seen_on_error = Arc::clone(&seen);
         from_client
             .take_while(move |frame| {
                 let ok = frame.is_ok();
                 if let Err(error) = frame {
-                    tracing::debug!(%error, "WebSocket read failed");
+                    // axum hides tungstenite's error type; its capacity error reads
+                    // "Space limit exceeded: Message too long: ...".
+                    if error.to_string().contains("Space limit exceeded") {
+                        seen_on_error
+                            .lock()
+                            .expect("socket state poisoned")
+                            .oversized = true;
+                    } else {
+                        tracing::debug!(%error, "WebSocket read failed");
+                    }
                 }
                 future::ready(ok)
             })
@@ -399,8 +416,10 @@ impl Connection {
                         admit(text.as_bytes(), kind, limit, &mut seen_now, &refusals)
                             .then_some(Ok(Message::Text(text)))
                     }
-                    Ok(Message::Binary(bytes)) => admit(&bytes, kind, limit, &mut seen_now, &refusals)
-                        .then_some(Ok(Message::Binary(bytes))),
+                    Ok(Message::Binary(bytes)) => {
+                        admit(&bytes, kind, limit, &mut seen_now, &refusals)
+                            .then_some(Ok(Message::Binary(bytes)))
+                    }
                     Ok(_) => None,
                     Err(error) => Some(Err(error)),
                 };

@@ -136,7 +136,11 @@ fn apply(hub: &LiveHub, keys: &crate::hold::KeySpace, batch: Vec<redis::Msg>) {
 /// Asks Redis to publish the current values of these products, store by store, off the
 /// feed's own task (the answers come back as messages). A failed request is retried
 /// after a pause unless the products are no longer watched.
-fn snapshot(engine: &HoldEngine, catalog: &std::sync::Arc<Catalog>, products: Vec<(StoreId, ProductId)>) {
+fn snapshot(
+    engine: &HoldEngine,
+    catalog: &std::sync::Arc<Catalog>,
+    products: Vec<(StoreId, ProductId)>,
+) {
     if products.is_empty() {
         return;
     }

@@ -8,5 +8,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod live;
 mod process;
 mod schema;
+mod subscriber;
