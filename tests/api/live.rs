@@ -414,3 +414,107 @@ async fn connections_over_the_caps_are_refused_before_the_upgrade() {
         "TOO_MANY_CONNECTIONS"
     );
 }
+
+/// Resident memory of a process, from /proc (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn five_hundred_subscribers_see_the_sell_out_and_sigterm_closes_them_with_1001() {
+    let _serial = one_at_a_time().await;
+    const SUBSCRIBERS: usize = 500;
+    const STOCK: i64 = 150;
+    let (app, store, product) = sale(TestOptions::default(), STOCK).await;
+    let service = crate::process::ServiceProcess::start(
+        &app,
+        &crate::helpers::redis_url(),
+        &[("WS_MAX_CONNECTIONS_PER_ADDRESS", "1000")],
+    )
+    .await;
+    let before = rss_kib(service.pid());
+    let ids = json!({ "ids": [product.0.to_string()] });
+    let subscribers = join_all((0..SUBSCRIBERS).map(|_| {
+        let ids = ids.clone();
+        let address = service.address.clone();
+        async move {
+            let mut subscriber = Subscriber::connect(&address, None).await;
+            subscriber.subscribe("s", STOCK_CHANGED, ids).await;
+            let first = subscriber.next_payload("s", Duration::from_secs(10)).await;
+            assert_eq!(available_of(&first), STOCK);
+            subscriber
+        }
+    }))
+    .await;
+    let after = rss_kib(service.pid());
+    eprintln!(
+        "{SUBSCRIBERS} subscribers: service RSS {before} KiB -> {after} KiB, {:.1} KiB per socket",
+        (after.saturating_sub(before)) as f64 / SUBSCRIBERS as f64
+    );
+
+    // 30 buyers hold one unit at a time until the product is sold out.
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        tokens.push(app.create_customer().await.1);
+    }
+    let started = Instant::now();
+    let held = join_all(tokens.iter().map(|token| {
+        let http = &http;
+        let address = &service.address;
+        async move {
+            let mut held = 0;
+            loop {
+                let body: Value = http
+                    .post(format!("{address}/graphql"))
+                    .bearer_auth(token)
+                    .json(&json!({ "query": LOCK, "variables": { "input": { "items": [
+                        { "productId": product.0.to_string(), "quantity": 1 }
+                    ] } } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if body["data"]["lockOrder"]["order"]["id"].is_string() {
+                    held += 1;
+                } else {
+                    assert_eq!(body["data"]["lockOrder"]["errors"][0]["code"], "INSUFFICIENT_STOCK", "{body}");
+                    return held;
+                }
+            }
+        }
+    }))
+    .await;
+    let sold_out = started.elapsed();
+    assert_eq!(held.iter().sum::<i64>(), STOCK, "successes equal the stock");
+    assert_eq!(app.available(store, product).await, 0);
+
+    let mut subscribers = join_all(subscribers.into_iter().map(|mut subscriber| async move {
+        until_available(&mut subscriber, 0, Duration::from_secs(5)).await;
+        subscriber
+    }))
+    .await;
+    eprintln!(
+        "sold out in {sold_out:?}; all {SUBSCRIBERS} subscribers saw 0 within {:?} of the first hold",
+        started.elapsed()
+    );
+
+    // SIGTERM: every socket is closed with 1001, and the process exits.
+    service.terminate();
+    let codes = join_all(
+        subscribers
+            .iter_mut()
+            .map(|subscriber| subscriber.closed(Duration::from_secs(10))),
+    )
+    .await;
+    assert!(codes.iter().all(|(code, _)| *code == 1001), "{:?}", &codes[..3]);
+    let mut service = service;
+    assert!(service.wait_for_exit(Duration::from_secs(15)).await.is_some());
+}
