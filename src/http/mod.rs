@@ -1,10 +1,11 @@
 //! HTTP surface: /graphql (POST for queries, GET for GraphiQL or a WebSocket for
-//! subscriptions), /healthz and /readyz.
+//! subscriptions), the storefront page at /, /healthz and /readyz.
 
 mod body;
 mod graphql;
 mod health;
 mod parsed_queries;
+mod storefront;
 mod ws;
 
 pub use ws::Sockets;
@@ -80,6 +81,9 @@ pub fn router(state: HttpState) -> Router {
                 .post(graphql::execute)
                 .layer(from_fn_with_state(state.clone(), ws::upgrade)),
         )
+        .route("/", get(storefront::page))
+        .route("/storefront.js", get(storefront::script))
+        .route("/storefront.css", get(storefront::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

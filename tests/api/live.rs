@@ -485,7 +485,10 @@ async fn five_hundred_subscribers_see_the_sell_out_and_sigterm_closes_them_with_
                 if body["data"]["lockOrder"]["order"]["id"].is_string() {
                     held += 1;
                 } else {
-                    assert_eq!(body["data"]["lockOrder"]["errors"][0]["code"], "INSUFFICIENT_STOCK", "{body}");
+                    assert_eq!(
+                        body["data"]["lockOrder"]["errors"][0]["code"], "INSUFFICIENT_STOCK",
+                        "{body}"
+                    );
                     return held;
                 }
             }
@@ -514,7 +517,16 @@ async fn five_hundred_subscribers_see_the_sell_out_and_sigterm_closes_them_with_
             .map(|subscriber| subscriber.closed(Duration::from_secs(10))),
     )
     .await;
-    assert!(codes.iter().all(|(code, _)| *code == 1001), "{:?}", &codes[..3]);
+    assert!(
+        codes.iter().all(|(code, _)| *code == 1001),
+        "{:?}",
+        &codes[..3]
+    );
     let mut service = service;
-    assert!(service.wait_for_exit(Duration::from_secs(15)).await.is_some());
+    assert!(
+        service
+            .wait_for_exit(Duration::from_secs(15))
+            .await
+            .is_some()
+    );
 }

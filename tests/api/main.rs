@@ -1,6 +1,7 @@
 //! One integration binary: the real service, real Redis, real MariaDB, real HTTP.
 
 mod auth;
+mod browser;
 mod cli;
 mod expiry;
 mod flush;
@@ -11,4 +12,5 @@ mod hold;
 mod live;
 mod process;
 mod schema;
+mod storefront;
 mod subscriber;
