@@ -151,7 +151,7 @@ mod tests {
         );
         hub.apply(stock(1, 3));
         hub.apply(stock(2, 8));
-        let mut seen = vec![
+        let mut seen = [
             stream.next_update().await.unwrap(),
             stream.next_update().await.unwrap(),
         ];
