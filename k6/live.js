@@ -48,6 +48,7 @@ const unexpected = new Counter('flash_unexpected');
 
 export const options = {
   setupTimeout: __ENV.SETUP_TIMEOUT || '10m',
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
   scenarios: {
     subscribers: {
       executor: 'per-vu-iterations',
@@ -89,6 +90,8 @@ export function setup() {
   // The pacer's k-th hold is sent at start + k * PACE_MS.
   const start = Date.now() + WARMUP_SECONDS * 1000 + 1000;
   console.log(`live: sale product ${productId} (${UNITS} units), probe ${probeId}, ${SUBSCRIBERS} subscribers`);
+  // For CPU sampling: the sale window, in Unix milliseconds.
+  console.log(`live: sale window ${start} ${start + SALE_SECONDS * 1000}`);
   return { productId, probeId, tokens, start };
 }
 

@@ -73,6 +73,26 @@ async fn until_available(subscriber: &mut Subscriber, expected: i64, limit: Dura
     seen
 }
 
+/// Holds expire after `hold_ttl` and the sweeper gives them back within 100ms.
+fn quick_expiry(hold_ttl: &str) -> TestOptions {
+    TestOptions::default()
+        .arg("hold-ttl", hold_ttl)
+        .arg("sweep-interval", "100ms")
+}
+
+/// A socket subscribed (as "s") to one product's stock.
+async fn stock_subscriber(address: &str, product: ProductId) -> Subscriber {
+    let mut subscriber = Subscriber::connect(address, None).await;
+    subscriber
+        .subscribe(
+            "s",
+            STOCK_CHANGED,
+            json!({ "ids": [product.0.to_string()] }),
+        )
+        .await;
+    subscriber
+}
+
 async fn sale(options: TestOptions, stock: i64) -> (TestApp, StoreId, ProductId) {
     let app = spawn_app_with(options).await;
     let store = app.create_store().await;
@@ -133,14 +153,7 @@ async fn the_last_value_a_subscriber_sees_is_the_true_one_after_a_burst() {
     let (app, store, product) = sale(TestOptions::default(), 25).await;
     let mut subscribers = Vec::new();
     for _ in 0..3 {
-        let mut subscriber = Subscriber::connect(&app.address, None).await;
-        subscriber
-            .subscribe(
-                "s",
-                STOCK_CHANGED,
-                json!({ "ids": [product.0.to_string()] }),
-            )
-            .await;
+        let mut subscriber = stock_subscriber(&app.address, product).await;
         assert_eq!(
             available_of(&subscriber.next_payload("s", Duration::from_secs(2)).await),
             25
@@ -184,10 +197,7 @@ async fn the_last_value_a_subscriber_sees_is_the_true_one_after_a_burst() {
 
 #[tokio::test]
 async fn order_changed_reports_expiry_to_the_owner_and_nothing_to_anyone_else() {
-    let options = TestOptions::default()
-        .arg("hold-ttl", "1s")
-        .arg("sweep-interval", "100ms");
-    let (app, _store, product) = sale(options, 5).await;
+    let (app, _store, product) = sale(quick_expiry("1s"), 5).await;
     let (_, owner) = app.create_customer().await;
     let (_, other) = app.create_customer().await;
     let order = hold(&app, &owner, product, 2).await.unwrap();
@@ -438,13 +448,10 @@ async fn five_hundred_subscribers_see_the_sell_out_and_sigterm_closes_them_with_
     )
     .await;
     let before = rss_kib(service.pid());
-    let ids = json!({ "ids": [product.0.to_string()] });
     let subscribers = join_all((0..SUBSCRIBERS).map(|_| {
-        let ids = ids.clone();
         let address = service.address.clone();
         async move {
-            let mut subscriber = Subscriber::connect(&address, None).await;
-            subscriber.subscribe("s", STOCK_CHANGED, ids).await;
+            let mut subscriber = stock_subscriber(&address, product).await;
             let first = subscriber.next_payload("s", Duration::from_secs(10)).await;
             assert_eq!(available_of(&first), STOCK);
             subscriber
