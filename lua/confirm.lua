@@ -84,5 +84,6 @@ redis.call('HSET', hold_key, 'status', 'CONFIRMED', 'confirmed', int(now),
 redis.call('ZREM', store.deadlines, order_id)
 redis.call('DEL', marker_key)
 append_order_event(order_id, hold_key)
+publish_change(order_id, owner, 'CONFIRMED', {})
 redis.call('PEXPIRE', hold_key, retention_ms)
 return answer({ 'CONFIRMED' })

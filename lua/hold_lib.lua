@@ -11,6 +11,8 @@
 --   KEYS[5] deadlines  ZSET order_id -> held_until (ms); the sweeper's index
 --   KEYS[6] outbox     STREAM of order and stock events, read by the flusher
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
+-- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
+-- carries the same hash tag without taking a KEYS slot (docs/LIVE.md).
 --
 -- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price,..."), total,
 -- status, created, held_until, confirmed, finished, payment_ref, confirmed_by, idem,
@@ -19,6 +21,7 @@
 local store = {
   stock = KEYS[1], held = KEYS[2], sold = KEYS[3],
   bought = KEYS[4], deadlines = KEYS[5], outbox = KEYS[6],
+  live = string.sub(KEYS[1], 1, -6) .. 'live',
 }
 
 -- Redis's clock, never the app's: every instance agrees on when a hold is due.
@@ -62,11 +65,31 @@ local function append_order_event(order_id, hold_key)
   return redis.call(unpack(args))
 end
 
+-- Tells live subscribers what changed, in the same atomic step as the change. One
+-- message of space-separated words (docs/LIVE.md):
+--   <order id> <user id> <order status> <product>=<available> ...
+-- with '-' for the first three when no order changed (a restock or a snapshot).
+-- PUBLISH reaches every node of a cluster; SPUBLISH is the sharded, slot-local form.
+local function publish_change(order_id, user, status, pids)
+  local words = { order_id, user, status }
+  if #pids > 0 then
+    local available = redis.call('HMGET', store.stock, unpack(pids))
+    for i = 1, #pids do
+      if available[i] then
+        words[#words + 1] = pids[i] .. '=' .. available[i]
+      end
+    end
+  end
+  redis.call('PUBLISH', store.live, table.concat(words, ' '))
+end
+
 -- Moves a HELD hold to a terminal status and gives every unit back to the sale.
 -- Callers check that the hold is HELD; this is the only place stock returns from a hold.
 local function release(order_id, hold_key, status, now, retention_ms)
   local user = redis.call('HGET', hold_key, 'user')
+  local pids = {}
   each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty)
+    pids[#pids + 1] = pid
     redis.call('HINCRBY', store.stock, pid, qty)
     redis.call('HINCRBY', store.held, pid, -qty)
     local field = user .. ':' .. pid
@@ -78,6 +101,7 @@ local function release(order_id, hold_key, status, now, retention_ms)
   redis.call('HSET', hold_key, 'status', status, 'finished', int(now), 'version', 2)
   redis.call('ZREM', store.deadlines, order_id)
   append_order_event(order_id, hold_key)
+  publish_change(order_id, user, status, pids)
   -- After the event: the event must carry the hold's fields whatever the retention.
   redis.call('PEXPIRE', hold_key, retention_ms)
 end

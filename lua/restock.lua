@@ -16,4 +16,5 @@ end
 local available = redis.call('HINCRBY', store.stock, pid, units)
 redis.call('XADD', store.outbox, '*', 'type', 'restock', 'restock', restock_id,
   'product', pid, 'units', units, 'reason', reason, 'at', int(now_ms()))
+publish_change('-', '-', '-', { pid })
 return { 'RESTOCKED', available }

@@ -239,6 +239,40 @@ pub struct Config {
     /// Longest wait for in-flight requests and workers on shutdown.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub shutdown_timeout: Duration,
+    /// Shortest time between two stock updates of one product to one subscriber; changes
+    /// in between are coalesced into the latest value.
+    #[arg(long, env = "LIVE_MIN_INTERVAL", default_value = "100ms", value_parser = duration, global = true)]
+    pub live_min_interval: Duration,
+    /// A WebSocket that sends no `connection_init` within this time is closed with 4408.
+    #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub ws_init_timeout: Duration,
+    /// Most open WebSockets in this instance; more are refused before the upgrade (503).
+    #[arg(
+        long,
+        env = "WS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub ws_max_connections: usize,
+    /// Most open WebSockets from one client address; more are refused before the upgrade (429).
+    #[arg(
+        long,
+        env = "WS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub ws_max_connections_per_address: usize,
+    /// Most subscriptions running at once on one WebSocket.
+    #[arg(
+        long,
+        env = "WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
+    /// How often the server pings an open WebSocket; one silent for three of these is closed.
+    #[arg(long, env = "WS_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = duration, global = true)]
+    pub ws_keepalive_interval: Duration,
 }
 
 impl Config {
@@ -292,6 +326,17 @@ impl Config {
         }
         if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
             anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");
+        }
+        if self.ws_init_timeout.is_zero()
+            || self.ws_keepalive_interval.is_zero()
+            || self.ws_max_connections == 0
+            || self.ws_max_connections_per_address == 0
+            || self.ws_max_subscriptions == 0
+        {
+            anyhow::bail!(
+                "WS_INIT_TIMEOUT, WS_KEEPALIVE_INTERVAL, WS_MAX_CONNECTIONS, \
+                 WS_MAX_CONNECTIONS_PER_ADDRESS and WS_MAX_SUBSCRIPTIONS must be positive"
+            );
         }
         if self.max_line_quantity == 0 || self.max_order_lines == 0 {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");

@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hold::HoldEngine;
+use crate::live::LiveHub;
 use crate::orders::LockLimits;
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AppContext {
     pub token_versions: Arc<TokenVersions>,
     pub login_limiter: LoginLimiter,
     pub register_limiter: RegisterLimiter,
+    /// Live stock and order changes for subscriptions (`live`).
+    pub live: LiveHub,
 }
 
 impl AppContext {

@@ -13,6 +13,9 @@ pub enum ApiError {
     BadInput(String),
     #[error("too many failed logins; try again later")]
     RateLimited,
+    /// Also said for what exists but is not the caller's, so nothing leaks about it.
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -97,6 +100,7 @@ impl ApiError {
             Self::Forbidden => "FORBIDDEN",
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::RateLimited => codes::RATE_LIMITED,
+            Self::NotFound(_) => "NOT_FOUND",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }

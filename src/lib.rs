@@ -16,6 +16,7 @@ pub mod expiry;
 pub mod graphql;
 pub mod hold;
 pub mod http;
+pub mod live;
 pub mod memory;
 pub mod orders;
 pub mod outbox;

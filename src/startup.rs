@@ -17,7 +17,8 @@ use crate::context::AppContext;
 use crate::db;
 use crate::graphql::{AppSchema, SchemaLimits, build_schema};
 use crate::hold::{HoldEngine, KeySpace};
-use crate::http::{HttpState, router};
+use crate::http::{HttpState, Sockets, router};
+use crate::live::LiveHub;
 
 pub struct Application {
     listener: TcpListener,
@@ -76,6 +77,7 @@ impl Application {
                 config.register_max_per_address,
                 config.register_window,
             ),
+            live: LiveHub::new(config.live_min_interval),
             config: Arc::new(config),
             db,
             redis,
@@ -125,9 +127,11 @@ impl Application {
         let mut tasks = JoinSet::new();
         crate::workers::spawn_all(&self.app, &stop, &mut tasks);
 
+        let sockets = Sockets::new(&self.app.config, stop.clone());
         let service = router(HttpState {
             app: Arc::new(self.app.clone()),
             schema: self.schema,
+            sockets: Arc::clone(&sockets),
         })
         .into_make_service_with_connect_info::<SocketAddr>();
         let server_stop = stop.clone();
@@ -138,6 +142,13 @@ impl Application {
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }
+        });
+        // Upgraded sockets outlive the HTTP server's graceful stop: each closes itself
+        // with 1001 on `stop`, and shutdown waits for that (within SHUTDOWN_TIMEOUT).
+        let sockets_stop = stop.clone();
+        tasks.spawn(async move {
+            sockets_stop.cancelled().await;
+            sockets.all_closed().await;
         });
 
         tokio::select! {

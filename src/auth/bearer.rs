@@ -21,6 +21,14 @@ impl Authentication {
             None => batch,
         }
     }
+
+    /// No token to attach: anonymous, or refused as `caller` says.
+    pub fn refused(caller: Caller) -> Self {
+        Self {
+            caller,
+            token: None,
+        }
+    }
 }
 
 pub async fn authenticate(
@@ -28,17 +36,28 @@ pub async fn authenticate(
     tokens: &TokenKeys,
     versions: &TokenVersions,
 ) -> Authentication {
-    let refused = |caller| Authentication {
-        caller,
-        token: None,
-    };
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    match headers.get(header::AUTHORIZATION) {
+        None => Authentication::refused(Caller::Anonymous),
+        Some(value) => match value.to_str() {
+            Ok(value) => authenticate_value(Some(value), tokens, versions).await,
+            Err(_) => Authentication::refused(Caller::Rejected),
+        },
+    }
+}
+
+/// Who an Authorization value names: the HTTP header's, or the `authorization` entry of a
+/// WebSocket's `connection_init` payload, checked alike.
+pub async fn authenticate_value(
+    value: Option<&str>,
+    tokens: &TokenKeys,
+    versions: &TokenVersions,
+) -> Authentication {
+    let refused = Authentication::refused;
+    let Some(value) = value else {
         return refused(Caller::Anonymous);
     };
     // The scheme is case-insensitive (RFC 9110); anything but a valid Bearer token is refused.
-    let token = value
-        .to_str()
-        .ok()
+    let token = Some(value)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());

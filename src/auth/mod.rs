@@ -9,7 +9,7 @@ mod register_limit;
 mod revocation;
 mod token;
 
-pub use bearer::{Authentication, authenticate};
+pub use bearer::{Authentication, authenticate, authenticate_value};
 pub use login_limit::{ClientAddr, LoginLimiter};
 pub use register_limit::RegisterLimiter;
 pub use revocation::TokenVersions;

@@ -6,12 +6,13 @@ mod catalog;
 mod cost;
 mod documents;
 mod limits;
+mod live;
 mod orders;
 mod pagination;
 mod text;
 mod users;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
@@ -31,7 +32,10 @@ pub struct MutationRoot(
     access::AccessMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(live::LiveSubscription);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Built once at start; each request only adds its caller and request id.
 pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema {
@@ -40,7 +44,7 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
     .limit_recursive_depth(limits.max_nesting())
     .extension(QueryLimits::new(limits));

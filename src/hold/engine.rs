@@ -414,6 +414,25 @@ impl HoldEngine {
             .await?)
     }
 
+    /// Publishes the current availability of `products` on the store's live channel, in
+    /// order with every change (`lua/live_snapshot.lua`).
+    pub async fn publish_snapshot(
+        &self,
+        store: StoreId,
+        products: &[ProductId],
+    ) -> anyhow::Result<()> {
+        if products.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = SCRIPTS.live_snapshot.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        for product in products {
+            invocation.arg(product.0);
+        }
+        let _published: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
     /// Store ids that have stock in Redis.
     pub async fn stores(&self) -> anyhow::Result<Vec<StoreId>> {
         let ids: Vec<u64> = self.redis.clone().smembers(self.keys.stores()).await?;

@@ -85,6 +85,26 @@ impl KeySpace {
         self.store_key(store, &format!("payment-event:{event}"))
     }
 
+    /// The store's live channel, where every script publishes what it changed
+    /// (`lua/hold_lib.lua`, docs/LIVE.md). Named like the store's keys, so it shares their
+    /// hash tag and, as a sharded channel, their cluster slot.
+    pub fn live(&self, store: StoreId) -> String {
+        self.store_key(store, "live")
+    }
+
+    /// Matches every store's live channel: one subscription per process.
+    pub fn live_pattern(&self) -> String {
+        format!("{}:{{store:*}}:live", self.prefix)
+    }
+
+    /// Reverses `live` for a channel named in a pub/sub message.
+    pub fn store_of_live(&self, channel: &str) -> Option<StoreId> {
+        let rest = channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{store:")?;
+        StoreId::parse(rest.strip_suffix("}:live")?)
+    }
+
     /// Stores with stock in Redis: how the sweeper and flusher find their work without SCAN.
     pub fn stores(&self) -> String {
         format!("{}:stores", self.prefix)
@@ -125,6 +145,18 @@ mod tests {
         assert!(
             keys.idempotency(StoreId(7), UserId(3), "k{x}")
                 .starts_with("fs:{store:7}:")
+        );
+    }
+
+    #[test]
+    fn live_channels_share_the_store_hash_tag_and_lead_back_to_it() {
+        let keys = KeySpace::new("fs");
+        assert_eq!(keys.live(StoreId(7)), "fs:{store:7}:live");
+        assert_eq!(keys.store_of_live("fs:{store:7}:live"), Some(StoreId(7)));
+        assert_eq!(keys.store_of_live("fs:{store:7}:stock"), None);
+        assert_eq!(
+            KeySpace::new("other").store_of_live("fs:{store:7}:live"),
+            None
         );
     }
 

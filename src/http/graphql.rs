@@ -19,7 +19,12 @@ use crate::auth::{ClientAddr, authenticate};
 use crate::error::{Refusal, RequestId, codes, refusal_status};
 
 pub async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .finish(),
+    )
 }
 
 /// Parses the body as one operation or a batch, with the JSON parser's own words on failure.

@@ -1,10 +1,15 @@
-//! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz, /readyz and,
-//! with PAYMENT_WEBHOOK_SECRET, the payment provider's /webhooks/payment.
+//! HTTP surface: /graphql (POST for queries, GET for GraphiQL or a WebSocket for
+//! subscriptions), the storefront page at /, /healthz, /readyz and, with
+//! PAYMENT_WEBHOOK_SECRET, the payment provider's /webhooks/payment.
 
 pub(crate) mod body;
 mod client_addr;
 mod graphql;
 mod health;
+mod storefront;
+mod ws;
+
+pub use ws::Sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -31,6 +36,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpState {
     pub app: Arc<AppContext>,
     pub schema: AppSchema,
+    /// Open WebSockets (subscriptions at GET /graphql).
+    pub sockets: Arc<Sockets>,
 }
 
 /// The span of one request: method, path and request id. Never the query string, the
@@ -69,7 +76,15 @@ async fn explain_timeout(response: Response) -> Response {
 pub fn router(state: HttpState) -> Router {
     let timeout: Duration = state.app.config.request_timeout;
     let mut routes = Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route(
+            "/graphql",
+            get(graphql::graphiql)
+                .post(graphql::execute)
+                .layer(from_fn_with_state(state.clone(), ws::upgrade)),
+        )
+        .route("/", get(storefront::page))
+        .route("/storefront.js", get(storefront::script))
+        .route("/storefront.css", get(storefront::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     // Without a secret nothing could be verified: the endpoint does not exist.

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod auth;
+mod browser;
 mod cli;
 mod expiry;
 mod flush;
@@ -9,7 +10,10 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod live;
 mod payments;
 mod process;
 mod revocation;
 mod schema;
+mod storefront;
+mod subscriber;
