@@ -115,6 +115,10 @@ pub struct Config {
     /// Outbox entries pending this long on a silent consumer are claimed by another.
     #[arg(long, env = "FLUSH_CLAIM_IDLE", default_value = "30s", value_parser = duration, global = true)]
     pub flush_claim_idle: Duration,
+    /// Life of a flusher's lease, renewed three times per period: entries pending on a
+    /// consumer whose lease lapsed (a killed instance) are claimed at once.
+    #[arg(long, env = "FLUSH_LEASE_TTL", default_value = "5s", value_parser = duration, global = true)]
+    pub flush_lease_ttl: Duration,
     /// Run the outbox flusher in this instance (off: another instance flushes).
     #[arg(long, env = "FLUSH_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub flush_enabled: bool,
@@ -183,6 +187,9 @@ impl Config {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
             }
+        }
+        if self.flush_lease_ttl < Duration::from_millis(300) || self.flush_lease_ttl > year {
+            anyhow::bail!("FLUSH_LEASE_TTL must be between 300ms and 365 days");
         }
         if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
             anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");

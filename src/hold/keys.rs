@@ -84,6 +84,12 @@ impl KeySpace {
         format!("{}:stores", self.prefix)
     }
 
+    /// A flusher consumer's lease (see `outbox::lease`); not per store, as the group's
+    /// consumers are not.
+    pub fn flush_lease(&self, consumer: &str) -> String {
+        format!("{}:flusher-lease:{consumer}", self.prefix)
+    }
+
     /// Failed-login counters (see `auth::login_limit`).
     pub fn login_failures(&self, scope: &str, subject: &str) -> String {
         format!("{}:login-failures:{scope}:{subject}", self.prefix)

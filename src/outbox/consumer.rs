@@ -6,12 +6,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamClaimReply, StreamId, StreamInfoConsumersReply,
+    StreamPendingCountReply, StreamReadReply,
+};
+
+use super::lease::Lease;
 
 use crate::domain::StoreId;
 use crate::hold::{HoldEngine, KeySpace};
 
 pub const GROUP: &str = "flusher";
+
+static FORGET_CONSUMER: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/forget_consumer.lua")));
 
 /// One outbox entry as read from its stream.
 #[derive(Debug, Clone)]
@@ -187,6 +195,93 @@ impl OutboxConsumer {
             claimed.extend(reply.claimed.into_iter().map(|raw| entry(*store, raw)));
         }
         Ok(claimed)
+    }
+
+    /// Takes over up to `count` pending entries per stream from every other consumer whose
+    /// lease has lapsed (it is gone), without waiting out FLUSH_CLAIM_IDLE, and removes
+    /// such consumers from the group once they own nothing.
+    pub async fn take_over_departed(
+        &mut self,
+        lease: &mut Lease,
+        count: usize,
+    ) -> anyhow::Result<Vec<Entry>> {
+        let min_idle = lease.departed_idle().as_millis() as u64;
+        let mut claimed = Vec::new();
+        for (key, store) in &self.streams {
+            let info: StreamInfoConsumersReply = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(key)
+                .arg(GROUP)
+                .query_async(&mut self.redis)
+                .await?;
+            let others: Vec<_> = info
+                .consumers
+                .into_iter()
+                .filter(|consumer| consumer.name != self.name)
+                .collect();
+            let names: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+            let alive = lease.alive(&names).await?;
+            for (consumer, alive) in others.iter().zip(alive) {
+                if alive {
+                    continue;
+                }
+                if consumer.pending == 0 {
+                    let forgotten: i64 = FORGET_CONSUMER
+                        .key(key)
+                        .arg(GROUP)
+                        .arg(&consumer.name)
+                        .invoke_async(&mut self.redis)
+                        .await?;
+                    if forgotten == 1 {
+                        tracing::info!(%store, consumer = consumer.name,
+                            "removed a departed outbox consumer from the group");
+                    }
+                    continue;
+                }
+                let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(count)
+                    .arg(&consumer.name)
+                    .query_async(&mut self.redis)
+                    .await?;
+                let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                // The idle floor makes the claim exclusive: another live flusher claiming
+                // at the same moment finds them just delivered and leaves them.
+                let reply: StreamClaimReply = redis::cmd("XCLAIM")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(&self.name)
+                    .arg(min_idle)
+                    .arg(&ids)
+                    .query_async(&mut self.redis)
+                    .await?;
+                if !reply.ids.is_empty() {
+                    tracing::info!(%store, consumer = consumer.name, entries = reply.ids.len(),
+                        "took over the pending outbox entries of a departed consumer");
+                }
+                claimed.extend(reply.ids.into_iter().map(|raw| entry(*store, raw)));
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Leaves the group on a clean stop when nothing is pending on this consumer.
+    pub async fn leave(&mut self) -> anyhow::Result<()> {
+        for key in self.streams.keys() {
+            let _: i64 = FORGET_CONSUMER
+                .key(key)
+                .arg(GROUP)
+                .arg(&self.name)
+                .invoke_async(&mut self.redis)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Acknowledges entries MySQL has committed and deletes them from the stream, in one

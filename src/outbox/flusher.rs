@@ -10,18 +10,21 @@ use tokio_util::sync::CancellationToken;
 use super::apply::apply;
 use super::consumer::{Entry, OutboxConsumer, default_name};
 use super::event::OutboxEvent;
+use super::lease::Lease;
 use crate::context::AppContext;
 use crate::db::Db;
 
 /// Longest a blocking read waits before the loop looks for new stores and claims again.
 const READ_BLOCK: Duration = Duration::from_secs(1);
-/// How often the set of stores is read again (stores are added while the service runs).
+/// How often the set of stores is read again (stores are added while the service runs),
+/// and how often the group is checked for consumers whose lease lapsed.
 const STORES_REFRESH: Duration = Duration::from_secs(1);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(10);
 
 pub struct Flusher {
     consumer: OutboxConsumer,
+    lease: Lease,
     db: Db,
     batch: usize,
     claim_idle: Duration,
@@ -30,6 +33,7 @@ pub struct Flusher {
     recovering: bool,
     next_refresh: Instant,
     next_claim: Instant,
+    next_departed: Instant,
 }
 
 impl Flusher {
@@ -41,6 +45,12 @@ impl Flusher {
             .unwrap_or_else(default_name);
         let now = Instant::now();
         Self {
+            lease: Lease::new(
+                app.redis.clone(),
+                app.engine.keys().clone(),
+                &name,
+                app.config.flush_lease_ttl,
+            ),
             consumer: OutboxConsumer::new(name, app.engine.clone(), app.redis_pool.clone()),
             db: app.db.clone(),
             batch: app.config.flush_batch.max(1),
@@ -48,19 +58,28 @@ impl Flusher {
             recovering: true,
             next_refresh: now,
             next_claim: now,
+            next_departed: now,
         }
     }
 
     /// Runs until `stop`; every failure is retried with a growing pause, and nothing is
-    /// acknowledged that MySQL has not committed.
+    /// acknowledged that MySQL has not committed. A stop ends the wait for new entries at
+    /// once but lets the batch in flight commit and be acknowledged (the service bounds
+    /// that by SHUTDOWN_TIMEOUT); entries read and not yet written stay pending, and the
+    /// lease is given up so another consumer takes them over at once.
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(consumer = self.consumer.name(), "outbox flusher started");
+        if let Err(error) = self.lease.renew().await {
+            tracing::warn!(%error, "cannot take the outbox consumer lease");
+        }
+        let renewing = CancellationToken::new();
+        let renewal = self.lease.clone().keep_renewed(renewing.clone());
         let mut retry = FIRST_RETRY;
         loop {
-            let step = tokio::select! {
-                () = stop.cancelled() => break,
-                step = self.step() => step,
-            };
+            if stop.is_cancelled() {
+                break;
+            }
+            let step = self.step(&stop).await;
             let pause = match step {
                 Ok(()) => {
                     retry = FIRST_RETRY;
@@ -85,18 +104,40 @@ impl Flusher {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+        renewing.cancel();
+        let _ = renewal.await;
+        if let Err(error) = self.consumer.leave().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot leave the outbox group"
+            );
+        }
+        if let Err(error) = self.lease.release().await {
+            tracing::warn!(%error, "cannot give up the outbox consumer lease");
+        }
         tracing::info!("outbox flusher stopped");
     }
 
-    async fn step(&mut self) -> anyhow::Result<()> {
+    async fn step(&mut self, stop: &CancellationToken) -> anyhow::Result<()> {
         let now = Instant::now();
         if now >= self.next_refresh {
             self.consumer.refresh_streams().await?;
             self.next_refresh = now + STORES_REFRESH;
         }
         if !self.consumer.has_streams() {
-            tokio::time::sleep(READ_BLOCK).await;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(READ_BLOCK) => {}
+            }
             return Ok(());
+        }
+        if now >= self.next_departed {
+            let taken = self
+                .consumer
+                .take_over_departed(&mut self.lease, self.batch)
+                .await?;
+            self.flush(taken, stop).await?;
+            self.next_departed = now + STORES_REFRESH;
         }
         if now >= self.next_claim {
             let claimed = self.consumer.claim(self.claim_idle, self.batch).await?;
@@ -106,22 +147,23 @@ impl Flusher {
                     "claimed outbox entries left by another consumer"
                 );
             }
-            self.flush(claimed).await?;
+            self.flush(claimed, stop).await?;
             self.next_claim = now + (self.claim_idle / 2).max(Duration::from_millis(100));
         }
-        let entries = self
-            .consumer
-            .read(self.recovering, self.batch, READ_BLOCK)
-            .await?;
+        // The blocking read is the one wait a stop cuts short: nothing is in flight yet.
+        let entries = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            entries = self.consumer.read(self.recovering, self.batch, READ_BLOCK) => entries?,
+        };
         if self.recovering && entries.is_empty() {
             self.recovering = false;
         }
-        self.flush(entries).await
+        self.flush(entries, stop).await
     }
 
     /// Writes entries (grouped by stream, in stream order) batch by batch; each batch is
-    /// acknowledged as soon as its transaction commits.
-    async fn flush(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
+    /// acknowledged as soon as its transaction commits. After a stop no new batch starts.
+    async fn flush(&mut self, entries: Vec<Entry>, stop: &CancellationToken) -> anyhow::Result<()> {
         let mut by_store: Vec<Vec<Entry>> = Vec::new();
         for entry in entries {
             match by_store.last_mut() {
@@ -131,6 +173,9 @@ impl Flusher {
         }
         for group in by_store {
             for batch in group.chunks(self.batch) {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
                 self.flush_batch(batch).await?;
             }
         }

@@ -6,6 +6,7 @@ mod apply;
 mod consumer;
 mod event;
 mod flusher;
+mod lease;
 
 pub use apply::apply;
 pub use consumer::{Entry, GROUP, OutboxConsumer, default_name};

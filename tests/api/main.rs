@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod expiry;
+mod faults;
 mod flush;
 mod hardening;
 mod health;
