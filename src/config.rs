@@ -39,6 +39,23 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = duration)]
         wait: Duration,
     },
+    /// Work on the outbox by hand.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Write the dead letters (events MySQL refused) to MySQL again, once the cause is
+    /// fixed; those that go in leave the dead-letter stream. Exits non-zero if any is
+    /// still refused.
+    ReplayDead {
+        /// Only this store's dead letters (default: every store's).
+        #[arg(long)]
+        store: Option<u64>,
+    },
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {

@@ -1,7 +1,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use flashstock::config::{Cli, Command};
+use flashstock::config::{Cli, Command, OutboxCommand};
 use flashstock::startup::{Application, shutdown_signal};
 use flashstock::{audit, db, graphql, seed};
 
@@ -39,5 +39,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
+        Command::Outbox {
+            action: OutboxCommand::ReplayDead { store },
+        } => flashstock::outbox::dead_letters::run_replay(&config, store).await,
     }
 }

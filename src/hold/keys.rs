@@ -20,6 +20,11 @@ pub struct StoreKeys {
 }
 
 impl StoreKeys {
+    /// Outbox entries MySQL cannot take, kept with the reason (not a script key).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.outbox)
+    }
+
     pub fn all(&self) -> [&str; 6] {
         [
             &self.stock,

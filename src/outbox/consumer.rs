@@ -17,6 +17,9 @@ use crate::domain::StoreId;
 use crate::hold::{HoldEngine, KeySpace};
 
 pub const GROUP: &str = "flusher";
+/// Fields a dead letter adds to the entry it keeps: the entry's id and why it was set aside.
+pub const DEAD_ENTRY: &str = "entry";
+pub const DEAD_ERROR: &str = "error";
 
 static FORGET_CONSUMER: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/forget_consumer.lua")));
@@ -307,11 +310,12 @@ impl OutboxConsumer {
         Ok(())
     }
 
-    /// Keeps an entry the scripts could not have written (so MySQL cannot take it) in the
-    /// store's dead-letter stream for a person to look at, and lets the flush go on.
-    pub async fn set_aside(&mut self, entry: &Entry) -> anyhow::Result<()> {
-        let key = format!("{}:dead", self.keys.store(entry.store).outbox);
-        let mut fields: Vec<(&str, &str)> = vec![("entry", entry.id.as_str())];
+    /// Keeps an entry MySQL cannot take (not an event, or refused) in the store's
+    /// dead-letter stream with the reason, for a person to look at, and lets the flush go on.
+    pub async fn set_aside(&mut self, entry: &Entry, reason: &str) -> anyhow::Result<()> {
+        let key = self.keys.store(entry.store).dead_letters();
+        let mut fields: Vec<(&str, &str)> =
+            vec![(DEAD_ENTRY, entry.id.as_str()), (DEAD_ERROR, reason)];
         fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         redis::cmd("XADD")
             .arg(&key)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::apply;
+use super::apply::{apply, is_refusal};
 use super::consumer::{Entry, OutboxConsumer, default_name};
 use super::event::OutboxEvent;
 use super::lease::Lease;
@@ -187,18 +187,18 @@ impl Flusher {
             return Ok(());
         };
         let mut events = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
         for entry in batch {
             match OutboxEvent::parse(entry.store, &entry.fields) {
-                Some(event) => events.push(event),
-                None => {
-                    tracing::error!(store = %entry.store, id = entry.id, fields = ?entry.fields,
-                        "outbox entry is not an event; moved to the dead-letter stream");
-                    self.consumer.set_aside(entry).await?;
+                Some(event) => {
+                    events.push(event);
+                    sources.push(entry);
                 }
+                None => self.dead_letter(entry, "not an outbox event").await?,
             }
         }
         let started = Instant::now();
-        apply(&self.db, &events).await?;
+        self.write(&events, &sources).await?;
         let ids: Vec<&str> = batch.iter().map(|entry| entry.id.as_str()).collect();
         self.consumer.ack(first.store, &ids).await?;
         let oldest = batch.iter().filter_map(Entry::appended_ms).min();
@@ -210,5 +210,54 @@ impl Flusher {
             "outbox batch committed"
         );
         Ok(())
+    }
+
+    /// Writes `events` (read from `sources`). When MySQL refuses the data (`is_refusal`),
+    /// the batch is halved until each refused event is alone; those go to the dead-letter
+    /// stream with MySQL's error and every other event is written. Any other error (MySQL
+    /// unreachable) fails the whole call, to be retried.
+    async fn write(&mut self, events: &[OutboxEvent], sources: &[&Entry]) -> anyhow::Result<()> {
+        // Ranges still to write, the next one last; halves are pushed so stream order holds.
+        let mut todo = Vec::new();
+        todo.push(0..events.len());
+        while let Some(range) = todo.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match apply(&self.db, &events[range.clone()]).await {
+                Ok(refused) => {
+                    for refusal in refused {
+                        let entry = sources[range.start + refusal.index];
+                        self.dead_letter(entry, &refusal.reason).await?;
+                    }
+                }
+                Err(error) if is_refusal(&error) => {
+                    if range.len() == 1 {
+                        self.dead_letter(sources[range.start], &format!("{error:#}"))
+                            .await?;
+                        continue;
+                    }
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        events = range.len(),
+                        "MySQL refused an outbox batch; splitting it to find the events at fault"
+                    );
+                    let middle = range.start + range.len() / 2;
+                    todo.push(middle..range.end);
+                    todo.push(range.start..middle);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps an event MySQL cannot take in the store's dead-letter stream, with why, and
+    /// lets the flush go on; `flashstock audit` lists it, `flashstock outbox replay-dead`
+    /// writes it once the cause is fixed.
+    async fn dead_letter(&mut self, entry: &Entry, reason: &str) -> anyhow::Result<()> {
+        tracing::error!(store = %entry.store, id = entry.id, reason, fields = ?entry.fields,
+            "outbox entry moved to the dead-letter stream");
+        self.consumer.set_aside(entry, reason).await
     }
 }

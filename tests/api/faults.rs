@@ -7,11 +7,15 @@ use std::time::{Duration, Instant};
 
 use flashstock::domain::StoreId;
 
+use flashstock::audit::{self, Mismatch};
+use flashstock::outbox::dead_letters;
+
 use crate::flush::{
-    DRAIN_DEADLINE, Sale, assert_exactly_once, confirm_load, confirm_without_flusher,
-    confirmed_in_mysql, flusher, kill_mid_flush, open_sale, run_audit, wait_drained,
+    DRAIN_DEADLINE, Sale, append_by_hand, assert_exactly_once, confirm_load,
+    confirm_without_flusher, confirmed_in_mysql, flusher, flushing, hold_event, kill_mid_flush,
+    lock_and_confirm, open_sale, run_audit, snapshot, wait_drained,
 };
-use crate::helpers::{TestApp, one_at_a_time, spawn_app};
+use crate::helpers::{TestApp, one_at_a_time, redis_url, spawn_app, spawn_app_with};
 use crate::process::ServiceProcess;
 
 /// Every consumer of the store's outbox group, with the entries pending on it.
@@ -126,5 +130,256 @@ async fn a_killed_instance_s_orders_reach_mysql_within_seconds_of_the_restart() 
     }
     wait_drained(&app).await;
     assert_exactly_once(&app, &orders, &sale.prices, &sale.opening).await;
+    assert_audit_clean(&app).await;
+}
+
+/// Waits until the store's outbox is empty (dead letters aside); returns how long it took.
+async fn wait_outbox_empty(app: &TestApp, store: StoreId) -> Duration {
+    let started = Instant::now();
+    loop {
+        let left: u64 = redis::cmd("XLEN")
+            .arg(app.keys.store(store).outbox)
+            .query_async(&mut app.redis.clone())
+            .await
+            .unwrap();
+        if left == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < DRAIN_DEADLINE,
+            "outbox not drained: {left} left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn with(event: &[(String, String)], changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut event: Vec<(String, String)> = event
+        .iter()
+        .filter(|(name, _)| !changes.iter().any(|(changed, _)| changed == name))
+        .cloned()
+        .collect();
+    event.extend(
+        changes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    event
+}
+
+#[tokio::test]
+async fn a_final_status_in_mysql_never_changes_and_a_contrary_event_is_dead_lettered() {
+    let app = spawn_app_with(flushing()).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 1_000, 100, None).await;
+    let (_, customer) = app.create_customer().await;
+    let order = lock_and_confirm(&app.http, &app.address, &customer, &[(product, 4)]).await;
+    wait_drained(&app).await;
+    let row = || async {
+        sqlx::query_as::<_, (String, Option<String>, Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>, u32)>(
+            "SELECT CAST(status AS CHAR), payment_reference, confirmed_at, finished_at, version FROM orders",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let (before, confirmed_row) = (snapshot(&app).await, row().await);
+    assert_eq!(confirmed_row.0, "CONFIRMED");
+
+    // What a Redis that went back in time could write for the same order: cancelled
+    // instead, or confirmed again with another payment, both at the final version.
+    let confirmed = hold_event(&app, &order).await;
+    let later = (chrono::Utc::now().timestamp_millis() + 5_000).to_string();
+    let cancelled = with(
+        &confirmed,
+        &[
+            ("status", "CANCELLED"),
+            ("confirmed", ""),
+            ("payment_ref", ""),
+            ("finished", &later),
+        ],
+    );
+    let paid_again = with(
+        &confirmed,
+        &[
+            ("payment_ref", "pay-again"),
+            ("confirmed", &later),
+            ("finished", &later),
+        ],
+    );
+    append_by_hand(&app, store, &cancelled).await;
+    append_by_hand(&app, store, &paid_again).await;
+    wait_outbox_empty(&app, store).await;
+
+    // Nothing moved: not the status, not the payment, not the stock, not the ledger.
+    assert_eq!(row().await, confirmed_row);
+    assert_eq!(snapshot(&app).await, before);
+    // The contrary status is set aside with the reason; the same status again is a replay.
+    let (letters, total) = dead_letters::list(&app.context.engine, store, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "{letters:?}");
+    assert_eq!(letters[0].fields["status"], "CANCELLED");
+    assert!(
+        letters[0].error.contains("final as CONFIRMED"),
+        "{}",
+        letters[0].error
+    );
+    let report = audit::audit(&app.db, &app.context.engine).await.unwrap();
+    assert!(
+        report
+            .mismatches
+            .iter()
+            .any(|m| matches!(m, Mismatch::DeadLetter { what, .. } if what.contains("CANCELLED"))),
+        "{:?}",
+        report.mismatches
+    );
+}
+
+/// Runs `flashstock outbox replay-dead` against the test's database and key prefix.
+fn replay_dead(app: &TestApp) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flashstock"))
+        .args(["outbox", "replay-dead"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("REDIS_URL", redis_url())
+        .env("REDIS_KEY_PREFIX", app.keys.prefix())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the flashstock binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_poison_event_is_dead_lettered_while_the_sale_flows_on_and_replays_once_fixed() {
+    let _serial = one_at_a_time().await;
+    let app = spawn_app_with(flushing().arg("flush-batch", "50")).await;
+    let sale = open_sale(&app, 40).await;
+    let customer = sale.customers[0].0;
+
+    // A confirmed order of a product MySQL does not know (its row was never written):
+    // its lines break a foreign key, a refusal no retry can fix.
+    let missing = sale.a.0 + sale.b.0 + 1_000;
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    let poison_id = uuid::Uuid::now_v7();
+    let poison: Vec<(String, String)> = [
+        ("type", "order".to_owned()),
+        ("order", poison_id.to_string()),
+        ("user", customer.to_string()),
+        ("store", sale.store.to_string()),
+        ("lines", format!("{missing}:1:700")),
+        ("total", "700".to_owned()),
+        ("status", "CONFIRMED".to_owned()),
+        ("created", now.clone()),
+        ("held_until", now.clone()),
+        ("confirmed", now.clone()),
+        ("finished", now.clone()),
+        ("payment_ref", "pay-poison".to_owned()),
+        ("idem", String::new()),
+        ("version", "2".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    let load = confirm_load(&app.http, &app.address, &sale, 0..600);
+    let inject = async {
+        while confirmed_in_mysql(&app).await < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        append_by_hand(&app, sale.store, &poison).await;
+        let injected = Instant::now();
+        while dead_letters::list(&app.context.engine, sale.store, 1)
+            .await
+            .unwrap()
+            .1
+            == 0
+        {
+            assert!(
+                injected.elapsed() < DRAIN_DEADLINE,
+                "the poison event was never set aside"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (injected, injected.elapsed())
+    };
+    let (orders, (injected, isolated)) = tokio::join!(load, inject);
+    assert!(
+        confirmed_in_mysql(&app).await < 600,
+        "the load ended before the poison landed"
+    );
+    wait_outbox_empty(&app, sale.store).await;
+    let caught_up = injected.elapsed();
+    eprintln!(
+        "poison event: orders never stopped flowing; it was set aside {isolated:?} after it was \
+         appended, MySQL had every other order {caught_up:?} after it (load still running)"
+    );
+
+    // Every real order went in, exactly once; the poison is set aside with MySQL's error.
+    assert_exactly_once(&app, &orders, &sale.prices, &sale.opening).await;
+    let (letters, total) = dead_letters::list(&app.context.engine, sale.store, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "{letters:?}");
+    assert_eq!(letters[0].fields["order"], poison_id.to_string());
+    assert!(
+        letters[0].error.contains("foreign key"),
+        "{}",
+        letters[0].error
+    );
+    // One bad event does not take the instance out of service.
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let (clean, output) = run_audit(&app);
+    assert!(!clean, "{output}");
+    assert!(
+        output.contains("dead letter") && output.contains(&poison_id.to_string()),
+        "{output}"
+    );
+
+    // Still refused while the cause stands: kept, and the command says so.
+    let (replayed, output) = replay_dead(&app);
+    assert!(!replayed, "{output}");
+    assert!(
+        output.contains("0 dead letters; 1 still refused"),
+        "{output}"
+    );
+
+    // The cause fixed (the product's row written), the replay puts it in, once.
+    sqlx::query(
+        "INSERT INTO products (id, store_id, name, price_cents, stock) VALUES (?, ?, 'late row', 700, 10)",
+    )
+    .bind(missing)
+    .bind(sale.store.0)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (replayed, output) = replay_dead(&app);
+    assert!(replayed, "{output}");
+    assert!(
+        output.contains("replayed 1 dead letters; 0 still refused"),
+        "{output}"
+    );
+    let (status, stock): (String, i64) = sqlx::query_as(
+        "SELECT CAST(o.status AS CHAR), p.stock FROM orders o JOIN products p ON p.id = ? WHERE o.id = ?",
+    )
+    .bind(missing)
+    .bind(poison_id.to_string())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), stock), ("CONFIRMED", 9));
+    let (replayed, output) = replay_dead(&app);
+    assert!(
+        replayed && output.contains("replayed 0 dead letters"),
+        "{output}"
+    );
     assert_audit_clean(&app).await;
 }
