@@ -383,3 +383,67 @@ async fn a_poison_event_is_dead_lettered_while_the_sale_flows_on_and_replays_onc
     );
     assert_audit_clean(&app).await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_batch_in_flight_commit_and_a_successor_takes_the_rest_at_once() {
+    let _serial = one_at_a_time().await;
+    let mut app = spawn_app().await;
+    let (sale, orders) = sale_with_backlog(&mut app, 1_500).await;
+    let events = 2 * orders.len() as i64;
+
+    let mut stopping = flusher(&app, &app.database_url, &[("SHUTDOWN_TIMEOUT", "10s")]);
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while confirmed_in_mysql(&app).await == 0 {
+        assert!(Instant::now() < deadline, "nothing was flushed");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let name = consumer_of(&stopping);
+    let signalled = Instant::now();
+    stopping.terminate();
+    let status = stopping
+        .wait_for_exit(Duration::from_secs(15))
+        .await
+        .expect("the service stops within SHUTDOWN_TIMEOUT");
+    let stopped_in = signalled.elapsed();
+    assert!(status.success(), "{status}\n{}", stopping.log_text());
+    assert!(
+        !stopping.log_text().contains("shutdown timed out"),
+        "{}",
+        stopping.log_text()
+    );
+
+    // Whatever it read was committed and acknowledged: nothing is left pending on it (it
+    // left the group), and every entry gone from the stream is in MySQL.
+    let left: i64 = redis::cmd("XLEN")
+        .arg(app.keys.store(sale.store).outbox)
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    let (held, confirmed): (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(status = 'HELD'), 0) AS SIGNED), \
+         CAST(COALESCE(SUM(status = 'CONFIRMED'), 0) AS SIGNED) FROM orders",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(left > 0, "the whole backlog was written before the stop");
+    assert_eq!(held + 2 * confirmed, events - left, "{left} entries left");
+    assert_eq!(consumers(&app, sale.store).await.get(&name), None);
+    let lease: bool = redis::cmd("EXISTS")
+        .arg(app.keys.flush_lease(&name))
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    assert!(!lease, "the lease was not given up");
+
+    let restarted_at = Instant::now();
+    let _successor = flusher(&app, &app.database_url, &[]).ready().await;
+    let caught_up = wait_confirmed(&app, orders.len()).await - restarted_at;
+    eprintln!(
+        "SIGTERM with {left} of {events} entries left: stopped in {stopped_in:?}; \
+         the successor had MySQL caught up {caught_up:?} after its start"
+    );
+    wait_drained(&app).await;
+    assert_exactly_once(&app, &orders, &sale.prices, &sale.opening).await;
+    assert_audit_clean(&app).await;
+}
