@@ -100,5 +100,6 @@ if idem_key then
 end
 -- The hold was just written from `fields`: append them as they are instead of reading
 -- the hash back (this is the hottest script).
-redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, unpack(fields))
+redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq(),
+  unpack(fields))
 return { 'HELD', now, held_until }

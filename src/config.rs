@@ -39,6 +39,17 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = duration)]
         wait: Duration,
     },
+    /// Check stores against MySQL and rebuild from MySQL those Redis is behind on (lost
+    /// writes, an older AOF, an empty Redis). The service does this on start and when
+    /// Redis restarts; this runs it by hand.
+    Reconcile {
+        /// Only this store (default: every store MySQL has events of).
+        #[arg(long)]
+        store: Option<u64>,
+        /// Rebuild even when Redis is not behind.
+        #[arg(long)]
+        force: bool,
+    },
     /// Work on the outbox by hand.
     Outbox {
         #[command(subcommand)]

@@ -19,6 +19,7 @@ pub mod http;
 pub mod memory;
 pub mod orders;
 pub mod outbox;
+pub mod recovery;
 pub mod seed;
 pub mod startup;
 pub mod workers;

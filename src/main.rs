@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
+        Command::Reconcile { store, force } => {
+            flashstock::recovery::run(&config, store, force).await
+        }
         Command::Outbox {
             action: OutboxCommand::ReplayDead { store },
         } => flashstock::outbox::dead_letters::run_replay(&config, store).await,

@@ -1,6 +1,8 @@
 //! Runs the hold scripts and turns their replies into typed outcomes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -71,6 +73,25 @@ pub struct HoldEngine {
     hold_ttl_ms: u64,
     idempotency_ttl_ms: u64,
     retention_ms: u64,
+    /// The scripts' own connection (the shared one unless `with_script_connection`): the
+    /// first script call after the server behind it changed is sure to fail on it, and
+    /// nothing else reconnects it first.
+    scripts: ConnectionManager,
+    /// Stores being checked or rebuilt from MySQL (`recovery`): no script runs on them.
+    recovering: Arc<RwLock<HashSet<StoreId>>>,
+    /// Connection failures seen by script calls, and how many of them the recovery
+    /// watcher has since checked (same server, or every store checked against MySQL).
+    /// While they differ, the server may be another one: no script runs on any store.
+    failures: Arc<AtomicU64>,
+    checked: Arc<AtomicU64>,
+}
+
+/// Longest a script call that lost its connection waits for the server to be checked
+/// before it is tried again.
+const VERIFY_WAIT: Duration = Duration::from_secs(3);
+
+fn lost_connection(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -109,12 +130,87 @@ impl HoldEngine {
         retention: Duration,
     ) -> Self {
         Self {
+            scripts: redis.clone(),
             redis,
             keys,
             hold_ttl_ms: ms(hold_ttl),
             idempotency_ttl_ms: ms(idempotency_ttl),
             retention_ms: ms(retention),
+            recovering: Arc::default(),
+            failures: Arc::default(),
+            checked: Arc::default(),
         }
+    }
+
+    /// Runs the scripts on a connection of their own, so that a server change is seen
+    /// by them first (see `scripts`).
+    pub fn with_script_connection(mut self, scripts: ConnectionManager) -> Self {
+        self.scripts = scripts;
+        self
+    }
+
+    /// Counts a lost connection under a script call: the server may have restarted.
+    fn watched<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && lost_connection(error)
+        {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// After a script call lost its connection: waits (at most VERIFY_WAIT) for the
+    /// recovery watcher to check the server it reconnected to; true when the call may be
+    /// made again.
+    async fn recovered_from(&self, error: &redis::RedisError) -> bool {
+        if !lost_connection(error) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + VERIFY_WAIT;
+        while self.server_unverified() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Connection failures seen so far; the watcher checks the server, then `checked_up_to`.
+    pub fn connection_failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    pub fn checked_up_to(&self, failures: u64) {
+        self.checked.fetch_max(failures, Ordering::SeqCst);
+    }
+
+    /// True while a lost connection is not yet checked.
+    pub fn server_unverified(&self) -> bool {
+        self.failures.load(Ordering::SeqCst) > self.checked.load(Ordering::SeqCst)
+    }
+
+    /// True while the store is checked or rebuilt from MySQL: its orders wait.
+    pub fn is_recovering(&self, store: StoreId) -> bool {
+        self.server_unverified()
+            || self
+                .recovering
+                .read()
+                .expect("recovering lock poisoned")
+                .contains(&store)
+    }
+
+    pub fn set_recovering(&self, store: StoreId, recovering: bool) {
+        let mut stores = self.recovering.write().expect("recovering lock poisoned");
+        if recovering {
+            stores.insert(store);
+        } else {
+            stores.remove(&store);
+        }
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_millis(self.idempotency_ttl_ms)
     }
 
     pub fn keys(&self) -> &KeySpace {
@@ -150,7 +246,21 @@ impl HoldEngine {
                 .arg(line.unit_price_cents)
                 .arg(line.max_per_customer.unwrap_or(0));
         }
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+                Ok(reply) => reply,
+                Err(error) if self.recovered_from(&error).await => {
+                    // The script may have run before the connection went: never hold twice.
+                    if let Some(hold) = self.load(request.order).await? {
+                        return Ok(LockOutcome::Held {
+                            created_at: hold.created_at,
+                            held_until: hold.held_until,
+                        });
+                    }
+                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
+                }
+                Err(error) => return Err(error.into()),
+            };
         Ok(match reply.split_first() {
             Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
@@ -182,7 +292,15 @@ impl HoldEngine {
             .arg(user.0)
             .arg(payment.as_str())
             .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+                Ok(reply) => reply,
+                // Idempotent: run again once the server was checked.
+                Err(error) if self.recovered_from(&error).await => {
+                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
+                }
+                Err(error) => return Err(error.into()),
+            };
         Ok(match reply.first().map(String::as_str) {
             Some("CONFIRMED") => ConfirmOutcome::Confirmed,
             Some("ALREADY") => ConfirmOutcome::AlreadyConfirmed,
@@ -206,7 +324,15 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+                Ok(reply) => reply,
+                // Idempotent: run again once the server was checked.
+                Err(error) if self.recovered_from(&error).await => {
+                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
+                }
+                Err(error) => return Err(error.into()),
+            };
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => CancelOutcome::Cancelled,
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
@@ -234,7 +360,9 @@ impl HoldEngine {
     /// Releases those of `orders` (all of one store) that are HELD and due; returns how
     /// many this call released. Safe to race with any other caller.
     pub async fn expire(&self, store: StoreId, orders: &[OrderId]) -> anyhow::Result<u64> {
-        if orders.is_empty() {
+        // A store being rebuilt may still hold the stale holds the rebuild replaces;
+        // the sweeper comes back to whatever is due afterwards.
+        if orders.is_empty() || self.is_recovering(store) {
             return Ok(0);
         }
         let mut invocation = SCRIPTS.expire.prepare_invoke();
@@ -246,7 +374,7 @@ impl HoldEngine {
                 .key(self.keys.hold(*order))
                 .arg(order.uuid.to_string());
         }
-        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
+        Ok(self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?)
     }
 
     /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
@@ -258,6 +386,10 @@ impl HoldEngine {
         restock_id: &str,
         reason: &str,
     ) -> anyhow::Result<Option<i64>> {
+        anyhow::ensure!(
+            !self.is_recovering(store),
+            "store {store} is being rebuilt from MySQL after a Redis failure; try again in a moment"
+        );
         let mut invocation = SCRIPTS.restock.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation
@@ -265,7 +397,8 @@ impl HoldEngine {
             .arg(units)
             .arg(restock_id)
             .arg(reason);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?;
         match reply.as_slice() {
             [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
             [tag] if tag == "UNKNOWN" => Ok(None),

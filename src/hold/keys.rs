@@ -20,6 +20,16 @@ pub struct StoreKeys {
 }
 
 impl StoreKeys {
+    /// The store's sequence: one more per outbox event (`lua/hold_lib.lua::next_seq`).
+    pub fn sequence(&self) -> String {
+        format!("{}:seq", self.outbox)
+    }
+
+    /// Taken by the instance rebuilding the store from MySQL (`recovery`).
+    pub fn rebuild_lock(&self) -> String {
+        format!("{}:rebuilding", self.outbox)
+    }
+
     /// Outbox entries MySQL cannot take, kept with the reason (not a script key).
     pub fn dead_letters(&self) -> String {
         format!("{}:dead", self.outbox)

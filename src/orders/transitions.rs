@@ -34,6 +34,9 @@ pub async fn confirm_order(
     let Some(order) = OrderId::parse(order) else {
         return Ok(Err(vec![OrderError::order_not_found()]));
     };
+    if engine.is_recovering(order.store) {
+        return Ok(Err(vec![OrderError::store_recovering()]));
+    }
     Ok(match engine.confirm(order, viewer.id, payment).await? {
         ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed => {
             Ok(reload(db, engine, order).await?)
@@ -59,6 +62,9 @@ pub async fn cancel_order(
     let Some(order) = OrderId::parse(order) else {
         return Ok(Err(vec![OrderError::order_not_found()]));
     };
+    if engine.is_recovering(order.store) {
+        return Ok(Err(vec![OrderError::store_recovering()]));
+    }
     Ok(
         match engine.cancel(order, viewer.id, viewer.is_admin()).await? {
             CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {

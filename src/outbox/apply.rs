@@ -19,7 +19,7 @@ use sqlx::{MySql, Row, Transaction};
 
 use super::event::{OutboxEvent, Restock};
 use crate::db::Db;
-use crate::domain::{OrderStatus, ProductId};
+use crate::domain::{OrderStatus, ProductId, StoreId};
 use crate::hold::Hold;
 
 /// MySQL refused the data itself: retrying the same events cannot succeed.
@@ -294,10 +294,15 @@ fn final_status_conflict(stored: (Option<OrderStatus>, u32), event: &Hold) -> Op
     })
 }
 
-/// Writes `events` (in stream order) to MySQL in one transaction. Returns the events it
+/// Writes `events` (in stream order) to MySQL in one transaction, and `sequence`, the
+/// highest store sequence among them, into `store_sequences`. Returns the events it
 /// refused (a final status they would change); everything else is written. An error
 /// leaves MySQL as it was; `is_refusal` says whether retrying it can help.
-pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<Vec<Refused>> {
+pub async fn apply(
+    db: &Db,
+    events: &[OutboxEvent],
+    sequence: Option<(StoreId, u64)>,
+) -> anyhow::Result<Vec<Refused>> {
     let mut refused = Vec::new();
     // The highest version of each order in the batch says all the others do; among
     // equal versions the first one stands, and a later one with another final status is
@@ -378,6 +383,17 @@ pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<Vec<Refuse
         if matched != 1 {
             return Err(DataRefused(format!("product {product} is not in MySQL")).into());
         }
+    }
+    // Last: every batch of the store takes this row's lock, so hold it the shortest time.
+    if let Some((store, seq)) = sequence {
+        sqlx::query(
+            "INSERT INTO store_sequences (store_id, seq) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE seq = GREATEST(seq, VALUES(seq))",
+        )
+        .bind(store.0)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     refused.sort_by_key(|r| r.index);

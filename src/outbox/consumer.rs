@@ -33,6 +33,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The store sequence number the script gave it (absent in entries older than the
+    /// sequence).
+    pub fn sequence(&self) -> Option<u64> {
+        self.fields.get("seq")?.parse().ok()
+    }
+
     /// When Redis appended it (the first half of a stream id is Redis's clock in ms).
     pub fn appended_ms(&self) -> Option<i64> {
         self.id.split_once('-')?.0.parse().ok()
@@ -313,16 +319,6 @@ impl OutboxConsumer {
     /// Keeps an entry MySQL cannot take (not an event, or refused) in the store's
     /// dead-letter stream with the reason, for a person to look at, and lets the flush go on.
     pub async fn set_aside(&mut self, entry: &Entry, reason: &str) -> anyhow::Result<()> {
-        let key = self.keys.store(entry.store).dead_letters();
-        let mut fields: Vec<(&str, &str)> =
-            vec![(DEAD_ENTRY, entry.id.as_str()), (DEAD_ERROR, reason)];
-        fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        redis::cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg(&fields)
-            .query_async::<String>(&mut self.redis)
-            .await?;
-        Ok(())
+        super::dead_letters::add(&self.engine, entry, reason).await
     }
 }

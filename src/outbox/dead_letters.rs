@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 
 use super::apply::{apply, is_refusal};
-use super::consumer::{DEAD_ENTRY, DEAD_ERROR};
+use super::consumer::{DEAD_ENTRY, DEAD_ERROR, Entry};
 use super::event::OutboxEvent;
 use crate::db::Db;
 use crate::domain::StoreId;
@@ -39,6 +39,20 @@ impl DeadLetter {
             other => format!("entry of type {other}"),
         }
     }
+}
+
+/// Keeps `entry` in its store's dead-letter stream with `reason`.
+pub async fn add(engine: &HoldEngine, entry: &Entry, reason: &str) -> anyhow::Result<()> {
+    let key = engine.keys().store(entry.store).dead_letters();
+    let mut fields: Vec<(&str, &str)> = vec![(DEAD_ENTRY, entry.id.as_str()), (DEAD_ERROR, reason)];
+    fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg(&fields)
+        .query_async::<String>(&mut engine.redis())
+        .await?;
+    Ok(())
 }
 
 /// Up to `limit` dead letters of `store`, oldest first, and how many there are in all.
@@ -99,7 +113,7 @@ pub async fn replay(
                 report.kept.push((letter, "not an outbox event".to_owned()));
                 continue;
             };
-            let reason = match apply(db, std::slice::from_ref(&event)).await {
+            let reason = match apply(db, std::slice::from_ref(&event), None).await {
                 Ok(refused) => refused.into_iter().next().map(|r| r.reason),
                 Err(error) if is_refusal(&error) => Some(format!("{error:#}")),
                 Err(error) => return Err(error.context("MySQL did not answer; replay stopped")),

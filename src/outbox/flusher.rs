@@ -63,10 +63,10 @@ impl Flusher {
     }
 
     /// Runs until `stop`; every failure is retried with a growing pause, and nothing is
-    /// acknowledged that MySQL has not committed. A stop ends the wait for new entries at
-    /// once but lets the batch in flight commit and be acknowledged (the service bounds
-    /// that by SHUTDOWN_TIMEOUT); entries read and not yet written stay pending, and the
-    /// lease is given up so another consumer takes them over at once.
+    /// acknowledged that MySQL has not committed. A stop lets the read in flight (at most
+    /// READ_BLOCK) and the batch it returned commit and be acknowledged, then the loop
+    /// ends (the service bounds all of it by SHUTDOWN_TIMEOUT). The consumer then leaves
+    /// the group and gives its lease up, so another one takes over anything left at once.
     pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(consumer = self.consumer.name(), "outbox flusher started");
         if let Err(error) = self.lease.renew().await {
@@ -136,7 +136,7 @@ impl Flusher {
                 .consumer
                 .take_over_departed(&mut self.lease, self.batch)
                 .await?;
-            self.flush(taken, stop).await?;
+            self.flush(taken).await?;
             self.next_departed = now + STORES_REFRESH;
         }
         if now >= self.next_claim {
@@ -147,23 +147,26 @@ impl Flusher {
                     "claimed outbox entries left by another consumer"
                 );
             }
-            self.flush(claimed, stop).await?;
+            self.flush(claimed).await?;
             self.next_claim = now + (self.claim_idle / 2).max(Duration::from_millis(100));
         }
-        // The blocking read is the one wait a stop cuts short: nothing is in flight yet.
-        let entries = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            entries = self.consumer.read(self.recovering, self.batch, READ_BLOCK) => entries?,
-        };
+        // Not cut short by a stop: Redis delivers what a read finds even if the reply is
+        // never awaited, and those entries would stay pending here. The read blocks at
+        // most READ_BLOCK, and what it returns is written before the loop stops.
+        let entries = self
+            .consumer
+            .read(self.recovering, self.batch, READ_BLOCK)
+            .await?;
         if self.recovering && entries.is_empty() {
             self.recovering = false;
         }
-        self.flush(entries, stop).await
+        self.flush(entries).await
     }
 
     /// Writes entries (grouped by stream, in stream order) batch by batch; each batch is
-    /// acknowledged as soon as its transaction commits. After a stop no new batch starts.
-    async fn flush(&mut self, entries: Vec<Entry>, stop: &CancellationToken) -> anyhow::Result<()> {
+    /// acknowledged as soon as its transaction commits. Entries read are delivered to this
+    /// consumer: they are all written, stop or not (at most one batch per store).
+    async fn flush(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
         let mut by_store: Vec<Vec<Entry>> = Vec::new();
         for entry in entries {
             match by_store.last_mut() {
@@ -173,9 +176,6 @@ impl Flusher {
         }
         for group in by_store {
             for batch in group.chunks(self.batch) {
-                if stop.is_cancelled() {
-                    return Ok(());
-                }
                 self.flush_batch(batch).await?;
             }
         }
@@ -224,7 +224,12 @@ impl Flusher {
             if range.is_empty() {
                 continue;
             }
-            match apply(&self.db, &events[range.clone()]).await {
+            let sequence = sources[range.clone()]
+                .iter()
+                .filter_map(|entry| entry.sequence())
+                .max()
+                .map(|seq| (sources[range.start].store, seq));
+            match apply(&self.db, &events[range.clone()], sequence).await {
                 Ok(refused) => {
                     for refusal in refused {
                         let entry = sources[range.start + refusal.index];

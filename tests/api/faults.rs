@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use flashstock::domain::StoreId;
+use flashstock::domain::{ProductId, StoreId};
+use futures_util::{StreamExt, stream};
+use serde_json::json;
 
 use flashstock::audit::{self, Mismatch};
 use flashstock::outbox::dead_letters;
@@ -15,7 +17,7 @@ use crate::flush::{
     confirm_without_flusher, confirmed_in_mysql, flusher, flushing, hold_event, kill_mid_flush,
     lock_and_confirm, open_sale, run_audit, snapshot, wait_drained,
 };
-use crate::helpers::{TestApp, one_at_a_time, redis_url, spawn_app, spawn_app_with};
+use crate::helpers::{PrivateRedis, TestApp, one_at_a_time, redis_url, spawn_app, spawn_app_with};
 use crate::process::ServiceProcess;
 
 /// Every consumer of the store's outbox group, with the entries pending on it.
@@ -446,4 +448,319 @@ async fn sigterm_lets_the_batch_in_flight_commit_and_a_successor_takes_the_rest_
     wait_drained(&app).await;
     assert_exactly_once(&app, &orders, &sale.prices, &sale.opening).await;
     assert_audit_clean(&app).await;
+}
+
+const LOCK_ONE: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
+     order { id status } errors { code } } }";
+const CONFIRM_ONE: &str = "mutation($input: ConfirmOrderInput!) { confirmOrder(input: $input) { \
+     order { id status } errors { code } } }";
+
+/// lockOrder of `quantity` units: the order id, or the error codes (a transport or
+/// internal error counts as "ERROR": Redis may be down).
+async fn try_lock(
+    app: &TestApp,
+    token: &str,
+    product: ProductId,
+    quantity: u32,
+) -> Result<String, String> {
+    let body = app
+        .graphql(
+            LOCK_ONE,
+            json!({ "input": { "items": [{ "productId": product.to_string(), "quantity": quantity }] } }),
+            Some(token),
+        )
+        .await;
+    match body["data"]["lockOrder"]["order"]["id"].as_str() {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(body["data"]["lockOrder"]["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("ERROR")
+            .to_owned()),
+    }
+}
+
+async fn try_confirm(app: &TestApp, token: &str, order: &str) -> Result<(), String> {
+    let body = app
+        .graphql(
+            CONFIRM_ONE,
+            json!({ "input": { "orderId": order, "paymentReference": format!("pay-{order}") } }),
+            Some(token),
+        )
+        .await;
+    match body["data"]["confirmOrder"]["order"]["status"].as_str() {
+        Some("CONFIRMED") => Ok(()),
+        _ => Err(body.to_string()),
+    }
+}
+
+/// Retries lockOrder (one unit) until Redis answers and the store takes orders again;
+/// returns the order and every error code seen before.
+async fn first_order_after(
+    app: &TestApp,
+    token: &str,
+    product: ProductId,
+) -> (String, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        match try_lock(app, token, product, 1).await {
+            Ok(order) => return (order, seen),
+            Err(code) => seen.push(code),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no order taken after the restart: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Redis available + held + sold of a product.
+async fn split(app: &TestApp, store: StoreId, product: ProductId) -> (i64, i64, i64) {
+    (
+        app.available(store, product).await,
+        app.held(store, product).await,
+        app.sold(store, product).await,
+    )
+}
+
+async fn statuses(app: &TestApp) -> HashMap<String, String> {
+    sqlx::query_as::<_, (String, String)>("SELECT id, CAST(status AS CHAR) FROM orders")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn uuid_of(order: &str) -> String {
+    order.split_once('-').unwrap().1.to_owned()
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_is_rebuilt_from_mysql_and_its_holds_still_count() {
+    let _serial = one_at_a_time().await;
+    let redis = PrivateRedis::start();
+    let port = redis.port;
+    let app = spawn_app_with(
+        flushing()
+            .arg("redis-url", redis.url())
+            .arg("hold-ttl", "6s")
+            .arg("sweep-interval", "100ms"),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 1_000, 100, None).await;
+    let (_, token) = app.create_customer().await;
+
+    // Holds that will be past their deadline after the restart, holds that will not,
+    // and confirmed orders; all of it in MySQL before Redis goes.
+    let mut early = Vec::new();
+    for _ in 0..5 {
+        early.push(try_lock(&app, &token, product, 2).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut late = Vec::new();
+    for _ in 0..5 {
+        late.push(try_lock(&app, &token, product, 3).await.unwrap());
+    }
+    let mut confirmed = Vec::new();
+    for _ in 0..4 {
+        let order = try_lock(&app, &token, product, 1).await.unwrap();
+        try_confirm(&app, &token, &order).await.unwrap();
+        confirmed.push(order);
+    }
+    wait_drained(&app).await;
+    assert_eq!(
+        split(&app, store, product).await,
+        (100 - 10 - 15 - 4, 25, 4)
+    );
+
+    // Redis dies and comes back with nothing.
+    drop(redis);
+    let restarted_at = Instant::now();
+    let _redis = PrivateRedis::start_on(port, &[]);
+    let (probe, seen) = first_order_after(&app, &token, product).await;
+    let flowing = restarted_at.elapsed();
+    assert!(
+        !seen.iter().any(|code| code == "INSUFFICIENT_STOCK"),
+        "{seen:?}"
+    );
+    // Rebuilt, not reseeded: the holds outstanding still hold their units.
+    assert_eq!(
+        split(&app, store, product).await,
+        (100 - 10 - 15 - 4 - 1, 26, 4)
+    );
+
+    // Holds still in their time can be confirmed; the early ones expire and give their
+    // units back once.
+    for order in late.iter().chain([&probe]) {
+        try_confirm(&app, &token, order).await.unwrap();
+        confirmed.push(order.clone());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.held(store, product).await != 0 {
+        assert!(Instant::now() < deadline, "the early holds never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_drained(&app).await;
+    let caught_up = restarted_at.elapsed();
+    eprintln!(
+        "Redis restarted empty: orders flowed again {flowing:?} after the restart (codes meanwhile: {:?}), \
+         MySQL had every confirmation and expiry {caught_up:?} after it (the early holds' deadline included)",
+        seen.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    let sold = 4 + 15 + 1;
+    assert_eq!(split(&app, store, product).await, (100 - sold, 0, sold));
+    let statuses = statuses(&app).await;
+    for order in &early {
+        assert_eq!(statuses[&uuid_of(order)], "EXPIRED", "{order}");
+    }
+    for order in &confirmed {
+        assert_eq!(statuses[&uuid_of(order)], "CONFIRMED", "{order}");
+    }
+    let (stock, sales): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT stock FROM products WHERE id = ?), \
+         (SELECT CAST(-SUM(delta) AS SIGNED) FROM stock_movements WHERE reason = 'SALE')",
+    )
+    .bind(product.0)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((stock, sales), (100 - sold, sold));
+    let report = audit::audit(&app.db, &app.context.engine).await.unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+}
+
+/// Locks and confirms `n` single-unit orders, 8 at a time; returns those confirmed and
+/// the error codes of those refused.
+async fn buy_units(
+    app: &TestApp,
+    token: &str,
+    product: ProductId,
+    n: usize,
+) -> (Vec<String>, Vec<String>) {
+    let results: Vec<Result<String, String>> = stream::iter(0..n)
+        .map(|_| async move {
+            let order = try_lock(app, token, product, 1).await?;
+            try_confirm(app, token, &order).await?;
+            Ok(order)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut bought = Vec::new();
+    let mut refused = Vec::new();
+    for result in results {
+        match result {
+            Ok(order) => bought.push(order),
+            Err(code) => refused.push(code),
+        }
+    }
+    (bought, refused)
+}
+
+#[tokio::test]
+async fn redis_restored_from_its_aof_or_from_an_older_copy_never_sells_a_unit_twice() {
+    let _serial = one_at_a_time().await;
+    let dir = std::env::temp_dir().join(format!(
+        "flashstock-aof-{}",
+        crate::helpers::unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let persistent = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let redis = PrivateRedis::start_with(&persistent);
+    let port = redis.port;
+    let app = spawn_app_with(flushing().arg("redis-url", redis.url())).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 1_000, 60, None).await;
+    let (_, token) = app.create_customer().await;
+    let mut sold = Vec::new();
+
+    // 1. Killed and restarted from its own AOF (every write fsynced): nothing is lost,
+    //    nothing is rebuilt, the sale goes on.
+    let (bought, refused) = buy_units(&app, &token, product, 10).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    sold.extend(bought);
+    wait_drained(&app).await;
+    drop(redis);
+    let restarted_at = Instant::now();
+    let redis = PrivateRedis::start_on(port, &persistent);
+    let (order, _) = first_order_after(&app, &token, product).await;
+    let flowing = restarted_at.elapsed();
+    try_confirm(&app, &token, &order).await.unwrap();
+    sold.push(order);
+    wait_drained(&app).await;
+    eprintln!(
+        "Redis killed, restarted from its AOF: orders flowed again {flowing:?} after the restart, \
+         MySQL caught up {:?} after it",
+        restarted_at.elapsed()
+    );
+    assert_eq!(split(&app, store, product).await, (49, 0, 11));
+
+    // 2. A copy of the AOF now, then more sales that reach MySQL; Redis comes back from
+    //    the copy: it has gone back in time by 9 sales.
+    let copy = dir.join("older");
+    let copied = std::process::Command::new("cp")
+        .args([
+            "-r",
+            dir.join("appendonlydir").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let (bought, refused) = buy_units(&app, &token, product, 9).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    sold.extend(bought);
+    wait_drained(&app).await;
+    assert_eq!(split(&app, store, product).await, (40, 0, 20));
+    drop(redis);
+    std::fs::remove_dir_all(dir.join("appendonlydir")).unwrap();
+    std::fs::rename(&copy, dir.join("appendonlydir")).unwrap();
+    let restarted_at = Instant::now();
+    let _redis = PrivateRedis::start_on(port, &persistent);
+    let (order, seen) = first_order_after(&app, &token, product).await;
+    let flowing = restarted_at.elapsed();
+    try_confirm(&app, &token, &order).await.unwrap();
+    sold.push(order);
+
+    // The store was rebuilt from MySQL before it took that order: 39 units are left, not
+    // the 48 the old copy says, and no more than those sell.
+    let (bought, refused) = buy_units(&app, &token, product, 60).await;
+    assert_eq!(bought.len(), 39, "refused: {refused:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("INSUFFICIENT_STOCK")),
+        "{refused:?}"
+    );
+    sold.extend(bought);
+    wait_drained(&app).await;
+    eprintln!(
+        "Redis restarted from an older AOF copy: rebuilt, orders flowed again {flowing:?} after the \
+         restart (codes meanwhile: {:?}), MySQL caught up {:?} after it (with 40 more orders)",
+        seen.iter().collect::<std::collections::BTreeSet<_>>(),
+        restarted_at.elapsed()
+    );
+    assert_eq!(split(&app, store, product).await, (0, 0, 60));
+    let statuses = statuses(&app).await;
+    assert_eq!(statuses.len(), 60);
+    for order in &sold {
+        assert_eq!(statuses[&uuid_of(order)], "CONFIRMED", "{order}");
+    }
+    let stock: i64 = sqlx::query_scalar("SELECT stock FROM products WHERE id = ?")
+        .bind(product.0)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stock, 0);
+    let report = audit::audit(&app.db, &app.context.engine).await.unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    let _ = std::fs::remove_dir_all(&dir);
 }
