@@ -300,20 +300,7 @@ pub async fn audit(db: &Db, engine: &HoldEngine) -> anyhow::Result<AuditReport> 
 /// The `audit` command: waits for the drain, compares, prints every mismatch, and fails
 /// when there is one.
 pub async fn run(config: &crate::config::Config, wait: Duration) -> anyhow::Result<()> {
-    use anyhow::Context;
-    config.validate()?;
-    let db = db::connect_existing(&config.database_url).await?;
-    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis at REDIS_URL")?;
-    let engine = HoldEngine::new(
-        redis,
-        crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_ttl,
-        config.idempotency_ttl,
-        config.hold_retention,
-    );
+    let (db, engine) = crate::context::connect_for_command(config).await?;
     wait_for_drain(&engine, wait).await?;
     let report = audit(&db, &engine).await?;
     for mismatch in &report.mismatches {

@@ -38,3 +38,23 @@ impl AppContext {
         }
     }
 }
+
+/// MySQL and the hold engine for a one-off command (`audit`, `reconcile`, `outbox ...`):
+/// the same DATABASE_URL, REDIS_URL and REDIS_KEY_PREFIX as the service, no migrations.
+pub async fn connect_for_command(config: &Config) -> anyhow::Result<(Db, HoldEngine)> {
+    use anyhow::Context;
+    config.validate()?;
+    let db = crate::db::connect_existing(&config.database_url).await?;
+    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+    let redis = ConnectionManager::new(client)
+        .await
+        .context("cannot connect to Redis at REDIS_URL")?;
+    let engine = HoldEngine::new(
+        redis,
+        crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
+        config.hold_ttl,
+        config.idempotency_ttl,
+        config.hold_retention,
+    );
+    Ok((db, engine))
+}

@@ -159,6 +159,20 @@ impl HoldEngine {
         result
     }
 
+    /// Runs a script that changes nothing the second time (confirm, cancel); one that lost
+    /// its connection runs again once the server was checked.
+    async fn run_idempotent(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<Vec<String>> {
+        match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+            Err(error) if self.recovered_from(&error).await => {
+                self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)
+            }
+            result => result,
+        }
+    }
+
     /// After a script call lost its connection: waits (at most VERIFY_WAIT) for the
     /// recovery watcher to check the server it reconnected to; true when the call may be
     /// made again.
@@ -292,15 +306,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(payment.as_str())
             .arg(self.retention_ms);
-        let reply: Vec<String> =
-            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
-                Ok(reply) => reply,
-                // Idempotent: run again once the server was checked.
-                Err(error) if self.recovered_from(&error).await => {
-                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
-                }
-                Err(error) => return Err(error.into()),
-            };
+        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CONFIRMED") => ConfirmOutcome::Confirmed,
             Some("ALREADY") => ConfirmOutcome::AlreadyConfirmed,
@@ -324,15 +330,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        let reply: Vec<String> =
-            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
-                Ok(reply) => reply,
-                // Idempotent: run again once the server was checked.
-                Err(error) if self.recovered_from(&error).await => {
-                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
-                }
-                Err(error) => return Err(error.into()),
-            };
+        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => CancelOutcome::Cancelled,
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,

@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context;
-
 use super::apply::{apply, is_refusal};
 use super::consumer::{DEAD_ENTRY, DEAD_ERROR, Entry};
 use super::event::OutboxEvent;
@@ -137,19 +135,7 @@ pub async fn replay(
 /// The `outbox replay-dead` command: replays, prints what stayed and why, and fails when
 /// any did.
 pub async fn run_replay(config: &crate::config::Config, store: Option<u64>) -> anyhow::Result<()> {
-    config.validate()?;
-    let db = crate::db::connect_existing(&config.database_url).await?;
-    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis at REDIS_URL")?;
-    let engine = HoldEngine::new(
-        redis,
-        crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_ttl,
-        config.idempotency_ttl,
-        config.hold_retention,
-    );
+    let (db, engine) = crate::context::connect_for_command(config).await?;
     let stores = match store {
         Some(id) => vec![StoreId(id)],
         None => engine.stores().await?,

@@ -161,19 +161,7 @@ pub async fn run(
     store: Option<u64>,
     force: bool,
 ) -> anyhow::Result<()> {
-    config.validate()?;
-    let db = crate::db::connect_existing(&config.database_url).await?;
-    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis at REDIS_URL")?;
-    let engine = HoldEngine::new(
-        redis,
-        crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_ttl,
-        config.idempotency_ttl,
-        config.hold_retention,
-    );
+    let (db, engine) = crate::context::connect_for_command(config).await?;
     let stores = match store {
         Some(id) => vec![StoreId(id)],
         None => sequenced_stores(&db).await?,

@@ -657,8 +657,13 @@ pub(crate) async fn snapshot(
 }
 
 pub(crate) fn run_audit(app: &TestApp) -> (bool, String) {
+    run_command(app, &["audit", "--wait", "30s"])
+}
+
+/// Runs a `flashstock` command on the test's database and key prefix: success and stdout.
+pub(crate) fn run_command(app: &TestApp, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_flashstock"))
-        .args(["audit", "--wait", "30s"])
+        .args(args)
         .env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", redis_url())
         .env("REDIS_KEY_PREFIX", app.keys.prefix())
