@@ -54,10 +54,18 @@ local function each_line(lines, fn)
   end
 end
 
+-- The store's sequence, one more for every outbox event and carried in it as `seq`; MySQL
+-- keeps the highest it has flushed, so a Redis whose sequence is behind went back in time.
+-- The key is the outbox key plus ':seq' (same hash tag, so the same slot), derived here
+-- so that no script's KEYS change.
+local function next_seq()
+  return redis.call('INCR', store.outbox .. ':seq')
+end
+
 -- Appends the hold's whole current state, so the flusher can upsert it without
 -- reading anything else and a replayed or reordered event is harmless.
 local function append_order_event(order_id, hold_key)
-  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id }
+  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq() }
   local fields = redis.call('HGETALL', hold_key)
   for i = 1, #fields do
     args[#args + 1] = fields[i]

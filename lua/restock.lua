@@ -14,7 +14,7 @@ if redis.call('HEXISTS', store.stock, pid) == 0 then
   return { 'UNKNOWN' }
 end
 local available = redis.call('HINCRBY', store.stock, pid, units)
-redis.call('XADD', store.outbox, '*', 'type', 'restock', 'restock', restock_id,
+redis.call('XADD', store.outbox, '*', 'type', 'restock', 'restock', restock_id, 'seq', next_seq(),
   'product', pid, 'units', units, 'reason', reason, 'at', int(now_ms()))
 publish_change('-', '-', '-', { pid })
 return { 'RESTOCKED', available }

@@ -42,6 +42,34 @@ pub enum Command {
     /// Development tool: pay for an order the way a payment provider would, with a signed
     /// `payment.succeeded` notification to the service's webhook (PAYMENT_WEBHOOK_SECRET).
     Pay(crate::payments::PayArgs),
+    /// Check stores against MySQL and rebuild from MySQL those Redis is behind on (lost
+    /// writes, an older AOF, an empty Redis). The service does this on start and when
+    /// Redis restarts; this runs it by hand.
+    Reconcile {
+        /// Only this store (default: every store MySQL has events of).
+        #[arg(long)]
+        store: Option<u64>,
+        /// Rebuild even when Redis is not behind.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Work on the outbox by hand.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Write the dead letters (events MySQL refused) to MySQL again, once the cause is
+    /// fixed; those that go in leave the dead-letter stream. Exits non-zero if any is
+    /// still refused.
+    ReplayDead {
+        /// Only this store's dead letters (default: every store's).
+        #[arg(long)]
+        store: Option<u64>,
+    },
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
@@ -136,6 +164,10 @@ pub struct Config {
     /// Outbox entries pending this long on a silent consumer are claimed by another.
     #[arg(long, env = "FLUSH_CLAIM_IDLE", default_value = "30s", value_parser = duration, global = true)]
     pub flush_claim_idle: Duration,
+    /// Life of a flusher's lease, renewed three times per period: entries pending on a
+    /// consumer whose lease lapsed (a killed instance) are claimed at once.
+    #[arg(long, env = "FLUSH_LEASE_TTL", default_value = "5s", value_parser = duration, global = true)]
+    pub flush_lease_ttl: Duration,
     /// Run the outbox flusher in this instance (off: another instance flushes).
     #[arg(long, env = "FLUSH_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub flush_enabled: bool,
@@ -323,6 +355,9 @@ impl Config {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
             }
+        }
+        if self.flush_lease_ttl < Duration::from_millis(300) || self.flush_lease_ttl > year {
+            anyhow::bail!("FLUSH_LEASE_TTL must be between 300ms and 365 days");
         }
         if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
             anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");

@@ -43,3 +43,12 @@ impl AppContext {
         }
     }
 }
+
+/// MySQL and the hold engine for a one-off command (`audit`, `reconcile`, `outbox ...`):
+/// the same DATABASE_URL, REDIS_URL and REDIS_KEY_PREFIX as the service, no migrations.
+pub async fn connect_for_command(config: &Config) -> anyhow::Result<(Db, HoldEngine)> {
+    config.validate()?;
+    let db = crate::db::connect_existing(&config.database_url).await?;
+    let engine = HoldEngine::connect(config).await?;
+    Ok((db, engine))
+}

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod recovery;
 pub mod seed;
 pub mod shutdown;
 pub mod startup;

@@ -4,7 +4,7 @@ use std::time::Instant;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use flashstock::config::{Cli, Command, Config};
+use flashstock::config::{Cli, Command, Config, OutboxCommand};
 use flashstock::startup::Application;
 use flashstock::{audit, db, graphql, payments, seed, shutdown};
 
@@ -62,5 +62,11 @@ async fn run(
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
         Command::Pay(args) => payments::pay(&config, args).await,
+        Command::Reconcile { store, force } => {
+            flashstock::recovery::run(&config, store, force).await
+        }
+        Command::Outbox {
+            action: OutboxCommand::ReplayDead { store },
+        } => flashstock::outbox::dead_letters::run_replay(&config, store).await,
     }
 }

@@ -43,15 +43,29 @@ impl Application {
         let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
         let redis_config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.redis_response_timeout));
-        let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let redis =
+            redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config.clone())
+                .await
+                .context("cannot connect to Redis at REDIS_URL")?;
         let redis_pool = deadpool_redis::Config::from_url(config.redis_url.as_str())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("cannot build the Redis pool")?;
 
         let keys = KeySpace::new(config.redis_key_prefix.clone());
-        let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings());
+        // The scripts get a connection of their own: see `HoldEngine::with_script_connection`.
+        let scripts = redis::aio::ConnectionManager::new_with_config(client, redis_config)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
+            .with_script_connection(scripts);
+        // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL
+        // (an empty Redis counts once MySQL has seen the store's events).
+        let rebuilt = crate::recovery::ensure_all(&db, &engine)
+            .await
+            .context("cannot check Redis against MySQL")?;
+        if rebuilt > 0 {
+            tracing::warn!(stores = rebuilt, "stores rebuilt from MySQL on start");
+        }
         let catalog = Arc::new(Catalog::new(db.clone(), engine.clone()));
         let products = catalog.warm().await.context("cannot load the catalog")?;
         tracing::info!(products, "catalog loaded; Redis stock seeded where absent");

@@ -1,6 +1,8 @@
 //! Runs the hold scripts and turns their replies into typed outcomes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -118,6 +120,17 @@ pub struct HoldEngine {
     retention_ms: u64,
     max_holds_per_customer: u32,
     payment_event_retention_ms: u64,
+    /// The scripts' own connection (the shared one unless `with_script_connection`): the
+    /// first script call after the server behind it changed is sure to fail on it, and
+    /// nothing else reconnects it first.
+    scripts: ConnectionManager,
+    /// Stores being checked or rebuilt from MySQL (`recovery`): no script runs on them.
+    recovering: Arc<RwLock<HashSet<StoreId>>>,
+    /// Connection failures seen by script calls, and how many of them the recovery
+    /// watcher has since checked (same server, or every store checked against MySQL).
+    /// While they differ, the server may be another one: no script runs on any store.
+    failures: Arc<AtomicU64>,
+    checked: Arc<AtomicU64>,
 }
 
 /// How long holds last and how many a customer may have; the engine's settings.
@@ -130,6 +143,14 @@ pub struct HoldSettings {
     pub max_holds_per_customer: u32,
     /// How long the answer to a payment event is kept (PAYMENT_EVENT_RETENTION).
     pub payment_event_retention: Duration,
+}
+
+/// Longest a script call that lost its connection waits for the server to be checked
+/// before it is tried again.
+const VERIFY_WAIT: Duration = Duration::from_secs(3);
+
+fn lost_connection(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -162,6 +183,7 @@ fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
 impl HoldEngine {
     pub fn new(redis: ConnectionManager, keys: KeySpace, settings: HoldSettings) -> Self {
         Self {
+            scripts: redis.clone(),
             redis,
             keys,
             hold_ttl_ms: ms(settings.hold_ttl),
@@ -169,6 +191,9 @@ impl HoldEngine {
             retention_ms: ms(settings.retention),
             max_holds_per_customer: settings.max_holds_per_customer,
             payment_event_retention_ms: ms(settings.payment_event_retention),
+            recovering: Arc::default(),
+            failures: Arc::default(),
+            checked: Arc::default(),
         }
     }
 
@@ -184,6 +209,91 @@ impl HoldEngine {
             KeySpace::new(config.redis_key_prefix.clone()),
             config.hold_settings(),
         ))
+    }
+
+    /// Runs the scripts on a connection of their own, so that a server change is seen
+    /// by them first (see `scripts`).
+    pub fn with_script_connection(mut self, scripts: ConnectionManager) -> Self {
+        self.scripts = scripts;
+        self
+    }
+
+    /// Counts a lost connection under a script call: the server may have restarted.
+    fn watched<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && lost_connection(error)
+        {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Runs a script that changes nothing the second time (confirm, cancel); one that lost
+    /// its connection runs again once the server was checked.
+    async fn run_idempotent(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<Vec<String>> {
+        match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+            Err(error) if self.recovered_from(&error).await => {
+                self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)
+            }
+            result => result,
+        }
+    }
+
+    /// After a script call lost its connection: waits (at most VERIFY_WAIT) for the
+    /// recovery watcher to check the server it reconnected to; true when the call may be
+    /// made again.
+    async fn recovered_from(&self, error: &redis::RedisError) -> bool {
+        if !lost_connection(error) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + VERIFY_WAIT;
+        while self.server_unverified() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Connection failures seen so far; the watcher checks the server, then `checked_up_to`.
+    pub fn connection_failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    pub fn checked_up_to(&self, failures: u64) {
+        self.checked.fetch_max(failures, Ordering::SeqCst);
+    }
+
+    /// True while a lost connection is not yet checked.
+    pub fn server_unverified(&self) -> bool {
+        self.failures.load(Ordering::SeqCst) > self.checked.load(Ordering::SeqCst)
+    }
+
+    /// True while the store is checked or rebuilt from MySQL: its orders wait.
+    pub fn is_recovering(&self, store: StoreId) -> bool {
+        self.server_unverified()
+            || self
+                .recovering
+                .read()
+                .expect("recovering lock poisoned")
+                .contains(&store)
+    }
+
+    pub fn set_recovering(&self, store: StoreId, recovering: bool) {
+        let mut stores = self.recovering.write().expect("recovering lock poisoned");
+        if recovering {
+            stores.insert(store);
+        } else {
+            stores.remove(&store);
+        }
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_millis(self.idempotency_ttl_ms)
     }
 
     pub fn keys(&self) -> &KeySpace {
@@ -221,7 +331,21 @@ impl HoldEngine {
                 .arg(line.unit_price_cents)
                 .arg(line.max_per_customer.unwrap_or(0));
         }
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
+                Ok(reply) => reply,
+                Err(error) if self.recovered_from(&error).await => {
+                    // The script may have run before the connection went: never hold twice.
+                    if let Some(hold) = self.load(request.order).await? {
+                        return Ok(LockOutcome::Held {
+                            created_at: hold.created_at,
+                            held_until: hold.held_until,
+                        });
+                    }
+                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
+                }
+                Err(error) => return Err(error.into()),
+            };
         Ok(match reply.split_first() {
             Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
@@ -272,7 +396,7 @@ impl HoldEngine {
                     .unwrap_or_default(),
             )
             .arg(self.payment_event_retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
         Ok(match reply.as_slice() {
             [tag] if tag == "CONFIRMED" => ConfirmOutcome::Confirmed,
             [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
@@ -301,7 +425,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => CancelOutcome::Cancelled,
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
@@ -329,7 +453,9 @@ impl HoldEngine {
     /// Releases those of `orders` (all of one store) that are HELD and due; returns how
     /// many this call released. Safe to race with any other caller.
     pub async fn expire(&self, store: StoreId, orders: &[OrderId]) -> anyhow::Result<u64> {
-        if orders.is_empty() {
+        // A store being rebuilt may still hold the stale holds the rebuild replaces;
+        // the sweeper comes back to whatever is due afterwards.
+        if orders.is_empty() || self.is_recovering(store) {
             return Ok(0);
         }
         let mut invocation = SCRIPTS.expire.prepare_invoke();
@@ -341,7 +467,7 @@ impl HoldEngine {
                 .key(self.keys.hold(*order))
                 .arg(order.uuid.to_string());
         }
-        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
+        Ok(self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?)
     }
 
     /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
@@ -353,6 +479,10 @@ impl HoldEngine {
         restock_id: &str,
         reason: &str,
     ) -> anyhow::Result<Option<i64>> {
+        anyhow::ensure!(
+            !self.is_recovering(store),
+            "store {store} is being rebuilt from MySQL after a Redis failure; try again in a moment"
+        );
         let mut invocation = SCRIPTS.restock.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation
@@ -360,7 +490,8 @@ impl HoldEngine {
             .arg(units)
             .arg(restock_id)
             .arg(reason);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?;
         match reply.as_slice() {
             [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
             [tag] if tag == "UNKNOWN" => Ok(None),

@@ -20,6 +20,21 @@ pub struct StoreKeys {
 }
 
 impl StoreKeys {
+    /// The store's sequence: one more per outbox event (`lua/hold_lib.lua::next_seq`).
+    pub fn sequence(&self) -> String {
+        format!("{}:seq", self.outbox)
+    }
+
+    /// Taken by the instance rebuilding the store from MySQL (`recovery`).
+    pub fn rebuild_lock(&self) -> String {
+        format!("{}:rebuilding", self.outbox)
+    }
+
+    /// Outbox entries MySQL cannot take, kept with the reason (not a script key).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.outbox)
+    }
+
     pub fn all(&self) -> [&str; 6] {
         [
             &self.stock,
@@ -119,6 +134,12 @@ impl KeySpace {
     /// Present while one token (by its id) is revoked, until the token would have expired.
     pub fn revoked_token(&self, user: UserId, token_id: &str) -> String {
         format!("{}:{{user:{user}}}:revoked-token:{token_id}", self.prefix)
+    }
+
+    /// A flusher consumer's lease (see `outbox::lease`); not per store, as the group's
+    /// consumers are not.
+    pub fn flush_lease(&self, consumer: &str) -> String {
+        format!("{}:flusher-lease:{consumer}", self.prefix)
     }
 
     /// Failed-login counters (see `auth::login_limit`).

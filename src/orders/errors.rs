@@ -20,6 +20,8 @@ pub enum OrderErrorCode {
     TooManyHolds,
     /// The idempotency key names an order made from other lines or options (`orderId`).
     IdempotencyKeyReused,
+    /// Retryable: the store is being rebuilt from MySQL after Redis lost data.
+    StoreRecovering,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -67,6 +69,13 @@ impl OrderError {
 
     pub fn order_not_found() -> Self {
         Self::new(OrderErrorCode::OrderNotFound, "order not found").with_field("orderId")
+    }
+
+    pub fn store_recovering() -> Self {
+        Self::new(
+            OrderErrorCode::StoreRecovering,
+            "the store is being restored after a failure; try again in a moment",
+        )
     }
 
     pub fn hold_expired() -> Self {

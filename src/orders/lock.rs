@@ -144,6 +144,9 @@ pub async fn lock_order(
             ]));
         }
     };
+    if cx.engine.is_recovering(store) {
+        return Ok(Err(vec![OrderError::store_recovering()]));
+    }
     let request = LockRequest {
         order: OrderId::new(store),
         user: viewer.id,
@@ -164,9 +167,15 @@ pub async fn lock_order(
 
     let mut outcome = cx.engine.lock(&request).await?;
     if let LockOutcome::Uninitialised(missing) = &outcome {
-        // Redis lost these products' stock (a restart without persistence): seed it
-        // from MySQL, never over live values, and try once more.
-        cx.catalog.reseed(missing).await?;
+        // Redis lost these products' stock. If it lost writes MySQL has (a restart
+        // without persistence), the whole store is rebuilt from MySQL; a product merely
+        // new to Redis is seeded from MySQL, never over live values. Then once more.
+        if crate::recovery::ensure_current(cx.db, cx.engine, store, false)
+            .await?
+            .is_none()
+        {
+            cx.catalog.reseed(missing).await?;
+        }
         outcome = cx.engine.lock(&request).await?;
     }
     Ok(match outcome {

@@ -59,6 +59,9 @@ async fn confirm(
     let Some(order) = OrderId::parse(order) else {
         return Ok(Err(vec![OrderError::order_not_found()]));
     };
+    if engine.is_recovering(order.store) {
+        return Ok(Err(vec![OrderError::store_recovering()]));
+    }
     // A customer paying for their own hold is the usual case and leaves the ledger note
     // empty, as it always has; anyone else confirming (an ADMIN's fix) is recorded.
     let confirmed_by = if viewer.is_admin() {
@@ -102,6 +105,9 @@ pub async fn cancel_order(
     let Some(order) = OrderId::parse(order) else {
         return Ok(Err(vec![OrderError::order_not_found()]));
     };
+    if engine.is_recovering(order.store) {
+        return Ok(Err(vec![OrderError::store_recovering()]));
+    }
     Ok(
         match engine.cancel(order, viewer.id, viewer.is_admin()).await? {
             CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {

@@ -4,10 +4,12 @@
 
 mod apply;
 mod consumer;
+pub mod dead_letters;
 mod event;
 mod flusher;
+mod lease;
 
-pub use apply::apply;
+pub use apply::{DataRefused, Refused, apply, is_refusal};
 pub use consumer::{Entry, GROUP, OutboxConsumer, default_name};
 pub use event::{OutboxEvent, Restock};
 pub use flusher::Flusher;

@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod cli;
 mod expiry;
+mod faults;
 mod flush;
 mod hardening;
 mod health;
