@@ -9,7 +9,8 @@
 -- Replies:
 --   {'CONFIRMED'}         held units are now sold
 --   {'ALREADY'}           confirmed before with the same reference; nothing changed
---   {'EXPIRED'}           past held_until (released now, or released before)
+--   {'EXPIRED'}           past held_until, released before
+--   {'EXPIRED', 'NOW'}    past held_until, released by this call
 --   {'NOT_FOUND'}         no such hold, or it belongs to someone else
 --   {'INVALID', status}   any other state: nothing changed
 
@@ -38,7 +39,7 @@ end
 local now = now_ms()
 if now >= tonumber(held_until) then
   release(order_id, hold_key, 'EXPIRED', now, retention_ms)
-  return { 'EXPIRED' }
+  return { 'EXPIRED', 'NOW' }
 end
 
 each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty)

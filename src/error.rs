@@ -101,6 +101,17 @@ impl ApiError {
         }
     }
 
+    /// The code in snake case, as metrics label it.
+    pub fn snake_case(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::BadInput(_) => "bad_user_input",
+            Self::RateLimited => "rate_limited",
+            Self::Internal(_) => "internal_server_error",
+        }
+    }
+
     /// Converts for a resolver; `request_id` ties a generic message to the full log line.
     pub fn into_graphql(self, request_id: Option<&RequestId>) -> async_graphql::Error {
         let request_id = request_id.map(|r| r.0.clone()).unwrap_or_default();

@@ -17,6 +17,7 @@ pub mod graphql;
 pub mod hold;
 pub mod http;
 pub mod memory;
+pub mod metrics;
 pub mod orders;
 pub mod outbox;
 pub mod seed;

@@ -50,6 +50,7 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
         EmptySubscription,
     )
     .limit_recursive_depth(query_limits.max_nesting().max(32))
+    .extension(crate::metrics::GraphqlTiming)
     .extension(query_limits);
     if !limits.introspection {
         builder = builder.disable_introspection();

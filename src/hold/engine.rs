@@ -6,11 +6,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
 use super::scripts::SCRIPTS;
 use crate::domain::{IdempotencyKey, OrderId, PaymentReference, ProductId, StoreId, UserId};
+use crate::metrics::{self, ReleaseCause};
 
 /// One distinct product of an order, with what the catalog says about it.
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ pub enum LockOutcome {
 pub enum ConfirmOutcome {
     Confirmed,
     AlreadyConfirmed,
+    /// Past its deadline: expired by this call or before, its units back to the sale.
     Expired,
     NotFound,
     InvalidState,
@@ -92,6 +95,19 @@ fn pairs(rest: &[String]) -> anyhow::Result<Vec<(ProductId, i64)>> {
             _ => Err(unexpected(rest)),
         })
         .collect()
+}
+
+/// Runs one script call, timing it for `flashstock_redis_script_duration_seconds`.
+async fn timed<T>(script: &'static str, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let reply = call.await;
+    metrics::script(script, started.elapsed());
+    reply
+}
+
+/// Whether a confirm or cancel reply says this call released an expired hold.
+fn released_now(reply: &[String]) -> bool {
+    reply.get(1).is_some_and(|flag| flag == "NOW")
 }
 
 fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
@@ -150,7 +166,8 @@ impl HoldEngine {
                 .arg(line.unit_price_cents)
                 .arg(line.max_per_customer.unwrap_or(0));
         }
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            timed("lock", invocation.invoke_async(&mut self.redis.clone())).await?;
         Ok(match reply.split_first() {
             Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
@@ -182,11 +199,20 @@ impl HoldEngine {
             .arg(user.0)
             .arg(payment.as_str())
             .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            timed("confirm", invocation.invoke_async(&mut self.redis.clone())).await?;
         Ok(match reply.first().map(String::as_str) {
-            Some("CONFIRMED") => ConfirmOutcome::Confirmed,
+            Some("CONFIRMED") => {
+                metrics::confirmed();
+                ConfirmOutcome::Confirmed
+            }
             Some("ALREADY") => ConfirmOutcome::AlreadyConfirmed,
-            Some("EXPIRED") => ConfirmOutcome::Expired,
+            Some("EXPIRED") => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                ConfirmOutcome::Expired
+            }
             Some("NOT_FOUND") => ConfirmOutcome::NotFound,
             Some("INVALID") => ConfirmOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
@@ -206,11 +232,20 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            timed("cancel", invocation.invoke_async(&mut self.redis.clone())).await?;
         Ok(match reply.first().map(String::as_str) {
-            Some("CANCELLED") => CancelOutcome::Cancelled,
+            Some("CANCELLED") => {
+                metrics::released(ReleaseCause::Cancel, 1);
+                CancelOutcome::Cancelled
+            }
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
-            Some("EXPIRED") => CancelOutcome::Expired,
+            Some("EXPIRED") => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                CancelOutcome::Expired
+            }
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
@@ -232,8 +267,13 @@ impl HoldEngine {
     }
 
     /// Releases those of `orders` (all of one store) that are HELD and due; returns how
-    /// many this call released. Safe to race with any other caller.
-    pub async fn expire(&self, store: StoreId, orders: &[OrderId]) -> anyhow::Result<u64> {
+    /// many this call released, counted under `cause`. Safe to race with any other caller.
+    pub async fn expire(
+        &self,
+        store: StoreId,
+        orders: &[OrderId],
+        cause: ReleaseCause,
+    ) -> anyhow::Result<u64> {
         if orders.is_empty() {
             return Ok(0);
         }
@@ -246,7 +286,10 @@ impl HoldEngine {
                 .key(self.keys.hold(*order))
                 .arg(order.uuid.to_string());
         }
-        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
+        let released: u64 =
+            timed("expire", invocation.invoke_async(&mut self.redis.clone())).await?;
+        metrics::released(cause, released);
+        Ok(released)
     }
 
     /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
@@ -265,7 +308,8 @@ impl HoldEngine {
             .arg(units)
             .arg(restock_id)
             .arg(reason);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> =
+            timed("restock", invocation.invoke_async(&mut self.redis.clone())).await?;
         match reply.as_slice() {
             [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
             [tag] if tag == "UNKNOWN" => Ok(None),

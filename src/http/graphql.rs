@@ -107,6 +107,19 @@ fn status_of(response: &BatchResponse) -> StatusCode {
         .unwrap_or(StatusCode::OK)
 }
 
+/// The operation name (the client's, for logs only) and the user on the request's span.
+fn record_on_span(batch: &BatchRequest, caller: Caller) {
+    let span = tracing::Span::current();
+    if let BatchRequest::Single(request) = batch
+        && let Some(name) = &request.operation_name
+    {
+        span.record("operation", name.as_str());
+    }
+    if let Caller::Authenticated(viewer) = caller {
+        span.record("user_id", viewer.id.0);
+    }
+}
+
 pub async fn execute(
     State(state): State<HttpState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -129,8 +142,10 @@ pub async fn execute(
         .unwrap_or_default()
         .to_owned();
     parsed.attach(&mut batch);
+    let caller = caller(&headers, &state.app.tokens);
+    record_on_span(&batch, caller);
     let batch = batch
-        .data(caller(&headers, &state.app.tokens))
+        .data(caller)
         .data(RequestId(request_id))
         .data(ClientAddr(addr.ip()));
     let response = state.schema.execute_batch(batch).await;

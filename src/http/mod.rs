@@ -3,14 +3,14 @@
 mod body;
 mod graphql;
 mod health;
+mod observe;
 mod parsed_queries;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::map_response;
+use axum::http::{StatusCode, header};
+use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -22,7 +22,7 @@ use crate::context::AppContext;
 use crate::error::{Refusal, codes};
 use crate::graphql::AppSchema;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use observe::REQUEST_ID;
 
 /// Cloned for every request by axum's `State`: one reference count, not the context's
 /// dozen handles.
@@ -30,22 +30,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct HttpState {
     pub app: Arc<AppContext>,
     pub schema: AppSchema,
-}
-
-/// The span of one request: method, path and request id. Never the query string, the
-/// headers (Authorization) or the body (passwords), so none of them reach the logs.
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = request.uri().path(),
-        request_id = id,
-    )
 }
 
 /// The timeout layer answers with an empty body; give it the JSON error every refusal has.
@@ -80,7 +64,9 @@ pub fn router(state: HttpState) -> Router {
             timeout,
         ))
         .layer(map_response(explain_timeout))
+        .layer(from_fn(observe::count_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(from_fn(observe::drop_unusable_request_id))
 }

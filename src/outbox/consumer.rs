@@ -28,6 +28,11 @@ impl Entry {
     }
 }
 
+/// Where a store's unreadable outbox entries are kept, beside its outbox stream.
+pub fn dead_letter_key(outbox: &str) -> String {
+    format!("{outbox}:dead")
+}
+
 /// The default consumer name: host name and process id, stable for the process's life.
 pub fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -215,7 +220,7 @@ impl OutboxConsumer {
     /// Keeps an entry the scripts could not have written (so MySQL cannot take it) in the
     /// store's dead-letter stream for a person to look at, and lets the flush go on.
     pub async fn set_aside(&mut self, entry: &Entry) -> anyhow::Result<()> {
-        let key = format!("{}:dead", self.keys.store(entry.store).outbox);
+        let key = dead_letter_key(&self.keys.store(entry.store).outbox);
         let mut fields: Vec<(&str, &str)> = vec![("entry", entry.id.as_str())];
         fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         redis::cmd("XADD")

@@ -8,7 +8,7 @@ mod event;
 mod flusher;
 
 pub use apply::apply;
-pub use consumer::{Entry, GROUP, OutboxConsumer, default_name};
+pub use consumer::{Entry, GROUP, OutboxConsumer, dead_letter_key, default_name};
 pub use event::{OutboxEvent, Restock};
 pub use flusher::Flusher;
 

@@ -8,5 +8,6 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod metrics;
 mod process;
 mod schema;
