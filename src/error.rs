@@ -26,6 +26,12 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// More operations in one batch than GRAPHQL_MAX_BATCH, or none.
     pub const BATCH_TOO_LARGE: &str = "BATCH_TOO_LARGE";
+    /// The Accept header names no format the endpoint answers in.
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// A POST body that is not declared as JSON.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// A mutation sent with GET, which must never change anything.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// The request took longer than REQUEST_TIMEOUT.
     pub const TIMEOUT: &str = "TIMEOUT";
     /// The query is not GraphQL.

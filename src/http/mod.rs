@@ -1,8 +1,11 @@
-//! HTTP surface: /graphql (POST for queries, GET for GraphiQL), /healthz and /readyz.
+//! HTTP surface: /graphql (POST, and GET for queries, WebSocket upgrades and GraphiQL),
+//! GraphiQL's embedded assets, /healthz and /readyz.
 
 mod body;
+mod graphiql;
 mod graphql;
 mod health;
+mod negotiate;
 mod observe;
 mod parsed_queries;
 
@@ -52,7 +55,8 @@ async fn explain_timeout(response: Response) -> Response {
 pub fn router(state: HttpState) -> Router {
     let timeout: Duration = state.app.config.request_timeout;
     Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphiql/{version}/{file}", get(graphiql::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

@@ -8,6 +8,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod hold;
+mod http_spec;
 mod logs;
 mod metrics;
 mod process;
