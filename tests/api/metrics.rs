@@ -57,6 +57,36 @@ impl Scrape {
     }
 }
 
+/// One product of 5 units and a customer, served by the service as a process of its own
+/// on a private Redis (no keyspace notifications) with `env`.
+struct Sale {
+    app: TestApp,
+    service: ServiceProcess,
+    product: ProductId,
+    token: String,
+    _redis: PrivateRedis,
+}
+
+impl Sale {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let redis = PrivateRedis::start();
+        let mut app = spawn_app_with(TestOptions::default().arg("redis-url", redis.url())).await;
+        let store = app.create_store().await;
+        let product = app.create_product(store, 1500, 5, None).await;
+        let (_, token) = app.create_customer().await;
+        app.stop().await;
+        let service = ServiceProcess::start(&app, &redis.url(), env).await;
+        app.address = service.address.clone();
+        Self {
+            app,
+            service,
+            product,
+            token,
+            _redis: redis,
+        }
+    }
+}
+
 async fn lock(app: &TestApp, token: &str, product: ProductId) -> Value {
     let body = app
         .graphql(
@@ -87,23 +117,13 @@ async fn scrape_until(
 #[tokio::test]
 async fn a_scripted_sale_moves_every_counter_by_exactly_what_it_did() {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start();
-    let mut app = spawn_app_with(TestOptions::default().arg("redis-url", redis.url())).await;
-    let store = app.create_store().await;
-    let product = app.create_product(store, 1500, 5, None).await;
-    let (_, token) = app.create_customer().await;
-    app.stop().await;
-    let service = ServiceProcess::start(
-        &app,
-        &redis.url(),
-        &[
-            ("HOLD_TTL", "3s"),
-            ("SWEEP_INTERVAL", "300ms"),
-            ("FLUSH_ENABLED", "true"),
-        ],
-    )
+    let sale = Sale::start(&[
+        ("HOLD_TTL", "3s"),
+        ("SWEEP_INTERVAL", "300ms"),
+        ("FLUSH_ENABLED", "true"),
+    ])
     .await;
-    app.address = service.address.clone();
+    let (app, service, product, token) = (&sale.app, &sale.service, sale.product, &sale.token);
     let (before, _) = Scrape::take(&service).await;
 
     let mut holds = Vec::new();
@@ -215,20 +235,9 @@ async fn a_scripted_sale_moves_every_counter_by_exactly_what_it_did() {
 #[tokio::test]
 async fn confirming_or_cancelling_past_the_deadline_counts_a_lazy_release() {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start();
-    let mut app = spawn_app_with(TestOptions::default().arg("redis-url", redis.url())).await;
-    let store = app.create_store().await;
-    let product = app.create_product(store, 1500, 5, None).await;
-    let (_, token) = app.create_customer().await;
-    app.stop().await;
-    // No notifications and a sweeper that never comes back: only the late calls release.
-    let service = ServiceProcess::start(
-        &app,
-        &redis.url(),
-        &[("HOLD_TTL", "1s"), ("SWEEP_INTERVAL", "1h")],
-    )
-    .await;
-    app.address = service.address.clone();
+    // A sweeper that never comes back: only the late calls release.
+    let sale = Sale::start(&[("HOLD_TTL", "1s"), ("SWEEP_INTERVAL", "1h")]).await;
+    let (app, service, product, token) = (&sale.app, &sale.service, sale.product, &sale.token);
     let (before, _) = Scrape::take(&service).await;
     let first = lock(&app, &token, product).await["order"]["id"]
         .as_str()
