@@ -99,8 +99,7 @@ impl Extension for Timing {
         let started = Instant::now();
         let response = next.run(ctx).await;
         let field = self.field.get().copied().unwrap_or("invalid");
-        metrics::histogram!(super::GRAPHQL_DURATION, "field" => field)
-            .record(started.elapsed().as_secs_f64());
+        super::graphql_request(field, started.elapsed());
         response
     }
 

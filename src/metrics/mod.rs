@@ -1,16 +1,25 @@
 //! What the service counts for its operators, in Prometheus terms (docs/OPERATIONS.md).
 //! Every function here records through the `metrics` facade: with no recorder installed
 //! (METRICS_ADDR=off, or the service embedded in a test) each call is a no-op. Label
-//! values are `&'static str`, so recording never allocates on the request path.
+//! values are `&'static str` from bounded sets, and each series' handle is kept once
+//! registered (`handles`), so recording on the request path allocates nothing.
 
 mod exporter;
 mod graphql;
 mod outbox;
 
+mod handles;
+
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    histogram,
+};
+
+use handles::Handles;
 
 pub use exporter::Exporter;
 pub use graphql::GraphqlTiming;
@@ -82,7 +91,11 @@ fn describe() {
 /// One lockOrder and how it ended: `held`, `existing`, or the first error code in snake
 /// case (`insufficient_stock`, `unauthenticated`, `internal_error`, ...).
 pub fn lock_order(outcome: &'static str) {
-    counter!(LOCK_ORDERS, "outcome" => outcome).increment(1);
+    static BY_OUTCOME: LazyLock<Handles<&'static str, Counter>> =
+        LazyLock::new(|| Handles::new(|outcome| counter!(LOCK_ORDERS, "outcome" => outcome)));
+    if enabled() {
+        BY_OUTCOME.get(outcome).increment(1);
+    }
 }
 
 /// Why held units went back to the sale.
@@ -132,7 +145,21 @@ pub fn confirmed() {
 
 /// One Lua script call, from send to reply (including a NOSCRIPT reload).
 pub fn script(script: &'static str, took: Duration) {
-    histogram!(REDIS_SCRIPT_DURATION, "script" => script).record(took.as_secs_f64());
+    static BY_SCRIPT: LazyLock<Handles<&'static str, Histogram>> = LazyLock::new(|| {
+        Handles::new(|script| histogram!(REDIS_SCRIPT_DURATION, "script" => script))
+    });
+    if enabled() {
+        BY_SCRIPT.get(script).record(took.as_secs_f64());
+    }
+}
+
+/// One GraphQL operation, by its root field (a name from the schema).
+pub fn graphql_request(field: &'static str, took: Duration) {
+    static BY_FIELD: LazyLock<Handles<&'static str, Histogram>> =
+        LazyLock::new(|| Handles::new(|field| histogram!(GRAPHQL_DURATION, "field" => field)));
+    if enabled() {
+        BY_FIELD.get(field).record(took.as_secs_f64());
+    }
 }
 
 /// One outbox batch committed to MySQL.
@@ -143,7 +170,17 @@ pub fn flushed(events: usize, took: Duration) {
 
 /// One HTTP response. `route` is one of the router's paths (a bounded set).
 pub fn http_response(route: &'static str, status: u16) {
-    counter!(HTTP_REQUESTS, "route" => route, "status" => status_label(status)).increment(1);
+    static BY_ROUTE_AND_STATUS: LazyLock<Handles<(&'static str, &'static str), Counter>> =
+        LazyLock::new(|| {
+            Handles::new(
+                |(route, status)| counter!(HTTP_REQUESTS, "route" => route, "status" => status),
+            )
+        });
+    if enabled() {
+        BY_ROUTE_AND_STATUS
+            .get((route, status_label(status)))
+            .increment(1);
+    }
 }
 
 /// Status codes as static labels; the service answers with these and few others.

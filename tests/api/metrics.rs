@@ -123,7 +123,13 @@ async fn a_scripted_sale_moves_every_counter_by_exactly_what_it_did() {
         ("FLUSH_ENABLED", "true"),
     ])
     .await;
-    let (app, service, product, token) = (&sale.app, &sale.service, sale.product, &sale.token);
+    let Sale {
+        app,
+        service,
+        product,
+        token,
+        _redis: _private_redis,
+    } = sale;
     let (before, _) = Scrape::take(&service).await;
 
     let mut holds = Vec::new();
@@ -237,7 +243,13 @@ async fn confirming_or_cancelling_past_the_deadline_counts_a_lazy_release() {
     let _serial = one_at_a_time().await;
     // A sweeper that never comes back: only the late calls release.
     let sale = Sale::start(&[("HOLD_TTL", "1s"), ("SWEEP_INTERVAL", "1h")]).await;
-    let (app, service, product, token) = (&sale.app, &sale.service, sale.product, &sale.token);
+    let Sale {
+        app,
+        service,
+        product,
+        token,
+        _redis: _private_redis,
+    } = sale;
     let (before, _) = Scrape::take(&service).await;
     let first = lock(&app, &token, product).await["order"]["id"]
         .as_str()
