@@ -16,13 +16,15 @@
 -- Replies:
 --   {'CONFIRMED'}                held units are now sold
 --   {'ALREADY'}                  confirmed before with the same reference; nothing changed
---   {'EXPIRED'}                  past held_until (released now, or released before)
+--   {'EXPIRED'}                  past held_until, released before
+--   {'EXPIRED', 'NOW'}           past held_until, released by this call
 --   {'NOT_FOUND'}                no such hold, or it belongs to someone else
 --   {'AMOUNT_MISMATCH', total}   the amount paid is not the hold's total: nothing changed
 --   {'INVALID', status}          any other state: nothing changed
 -- With KEYS[9], every answer but NOT_FOUND is kept there, and a later call with the same
 -- event returns that answer again and changes nothing: the event is processed once, even
--- when two deliveries of it race.
+-- when two deliveries of it race. A confirmation is kept as {'ALREADY'} and a release
+-- made now as plain {'EXPIRED'}: the replay confirms and releases nothing, and says so.
 
 local hold_key, marker_key, event_key = KEYS[7], KEYS[8], KEYS[9]
 local order_id, user, payment_ref = ARGV[1], ARGV[2], ARGV[3]
@@ -70,7 +72,8 @@ end
 local now = now_ms()
 if now >= tonumber(held_until) then
   release(order_id, hold_key, 'EXPIRED', now, retention_ms)
-  return answer({ 'EXPIRED' })
+  answer({ 'EXPIRED' })
+  return { 'EXPIRED', 'NOW' }
 end
 
 each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty)
@@ -86,4 +89,5 @@ redis.call('DEL', marker_key)
 append_order_event(order_id, hold_key)
 publish_change(order_id, owner, 'CONFIRMED', {})
 redis.call('PEXPIRE', hold_key, retention_ms)
-return answer({ 'CONFIRMED' })
+answer({ 'ALREADY' })
+return { 'CONFIRMED' }

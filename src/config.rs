@@ -268,6 +268,18 @@ pub struct Config {
     /// same event gets the same answer and changes nothing.
     #[arg(long, env = "PAYMENT_EVENT_RETENTION", default_value = "7d", value_parser = duration, global = true)]
     pub payment_event_retention: Duration,
+    /// Address of the Prometheus `/metrics` listener, apart from the API's port;
+    /// `off` records no metrics at all.
+    #[arg(
+        long,
+        env = "METRICS_ADDR",
+        default_value = "127.0.0.1:9464",
+        global = true
+    )]
+    pub metrics_addr: MetricsAddr,
+    /// Log line format: `text` for people, `json` for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// Longest wait for in-flight requests and workers on shutdown.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub shutdown_timeout: Duration,
@@ -418,6 +430,27 @@ impl std::str::FromStr for TrustedProxy {
     }
 }
 
+/// Where `/metrics` is served, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value.parse().map(|addr| Self(Some(addr)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// A setting that must never be printed: Debug (and so `{:?}` of `Config`) shows `***`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -462,6 +495,20 @@ mod tests {
         }
         let defaults = Cli::try_parse_from(["flashstock", "serve"]).unwrap();
         assert!(defaults.config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_on_their_own_address_or_not_at_all() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["flashstock", "--metrics-addr", value, "serve"])
+                .map(|cli| cli.config.metrics_addr)
+        };
+        assert_eq!(parse("off").unwrap(), MetricsAddr(None));
+        assert_eq!(
+            parse("0.0.0.0:9464").unwrap(),
+            MetricsAddr(Some("0.0.0.0:9464".parse().unwrap()))
+        );
+        assert!(parse("9464").is_err());
     }
 
     #[test]

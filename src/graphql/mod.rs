@@ -10,6 +10,7 @@ mod live;
 mod orders;
 mod pagination;
 mod text;
+pub(crate) use text::scan as text_shape;
 mod users;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
@@ -47,6 +48,7 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
         SubscriptionRoot::default(),
     )
     .limit_recursive_depth(limits.max_nesting())
+    .extension(crate::metrics::GraphqlTiming)
     .extension(QueryLimits::new(limits));
     if !limits.introspection {
         builder = builder.disable_introspection();

@@ -216,10 +216,17 @@ impl OrderMutation {
         ctx: &Context<'_>,
         input: LockOrderInput,
     ) -> async_graphql::Result<LockOrderPayload> {
-        let viewer = ctx.viewer()?;
+        // Refusals before the order is looked at are counted here; the rest by `lock_order`.
+        let refused = |error: ApiError| {
+            crate::metrics::lock_order(error.snake_case());
+            ctx.fail(error)
+        };
+        let Ok(viewer) = ctx.viewer() else {
+            return Err(refused(ApiError::Unauthenticated));
+        };
         let idempotency_key = match input.idempotency_key.as_deref() {
             Some(raw) => Some(IdempotencyKey::parse(raw).ok_or_else(|| {
-                ctx.fail(ApiError::BadInput(
+                refused(ApiError::BadInput(
                     "idempotencyKey must be 1 to 128 characters, no control characters".into(),
                 ))
             })?),

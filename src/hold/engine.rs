@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
@@ -15,6 +16,7 @@ use super::scripts::SCRIPTS;
 use crate::domain::{
     IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
 };
+use crate::metrics::{self, ReleaseCause};
 
 /// One distinct product of an order, with what the catalog says about it.
 #[derive(Debug, Clone)]
@@ -91,6 +93,7 @@ pub struct Confirmation<'a> {
 pub enum ConfirmOutcome {
     Confirmed,
     AlreadyConfirmed,
+    /// Past its deadline: expired by this call or before, its units back to the sale.
     Expired,
     NotFound,
     /// The amount paid differs from the hold's total; nothing changed.
@@ -174,6 +177,19 @@ fn pairs(rest: &[String]) -> anyhow::Result<Vec<(ProductId, i64)>> {
         .collect()
 }
 
+/// Runs one script call, timing it for `flashstock_redis_script_duration_seconds`.
+async fn timed<T>(script: &'static str, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let reply = call.await;
+    metrics::script(script, started.elapsed());
+    reply
+}
+
+/// Whether a confirm or cancel reply says this call released an expired hold.
+fn released_now(reply: &[String]) -> bool {
+    reply.get(1).is_some_and(|flag| flag == "NOW")
+}
+
 fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(raw.parse()?)
         .single()
@@ -232,14 +248,22 @@ impl HoldEngine {
     /// its connection runs again once the server was checked.
     async fn run_idempotent(
         &self,
+        script: &'static str,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> redis::RedisResult<Vec<String>> {
-        match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
-            Err(error) if self.recovered_from(&error).await => {
-                self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)
-            }
+        match self.run(script, invocation).await {
+            Err(error) if self.recovered_from(&error).await => self.run(script, invocation).await,
             result => result,
         }
+    }
+
+    /// Runs a script on the scripts' connection, timed, and counts a lost connection.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        self.watched(timed(script, invocation.invoke_async(&mut self.scripts.clone())).await)
     }
 
     /// After a script call lost its connection: waits (at most VERIFY_WAIT) for the
@@ -331,21 +355,20 @@ impl HoldEngine {
                 .arg(line.unit_price_cents)
                 .arg(line.max_per_customer.unwrap_or(0));
         }
-        let reply: Vec<String> =
-            match self.watched(invocation.invoke_async(&mut self.scripts.clone()).await) {
-                Ok(reply) => reply,
-                Err(error) if self.recovered_from(&error).await => {
-                    // The script may have run before the connection went: never hold twice.
-                    if let Some(hold) = self.load(request.order).await? {
-                        return Ok(LockOutcome::Held {
-                            created_at: hold.created_at,
-                            held_until: hold.held_until,
-                        });
-                    }
-                    self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?
+        let reply: Vec<String> = match self.run("lock", &invocation).await {
+            Ok(reply) => reply,
+            Err(error) if self.recovered_from(&error).await => {
+                // The script may have run before the connection went: never hold twice.
+                if let Some(hold) = self.load(request.order).await? {
+                    return Ok(LockOutcome::Held {
+                        created_at: hold.created_at,
+                        held_until: hold.held_until,
+                    });
                 }
-                Err(error) => return Err(error.into()),
-            };
+                self.run("lock", &invocation).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
         Ok(match reply.split_first() {
             Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
@@ -396,11 +419,19 @@ impl HoldEngine {
                     .unwrap_or_default(),
             )
             .arg(self.payment_event_retention_ms);
-        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
+        let reply: Vec<String> = self.run_idempotent("confirm", &invocation).await?;
         Ok(match reply.as_slice() {
-            [tag] if tag == "CONFIRMED" => ConfirmOutcome::Confirmed,
+            [tag] if tag == "CONFIRMED" => {
+                metrics::confirmed();
+                ConfirmOutcome::Confirmed
+            }
             [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
-            [tag] if tag == "EXPIRED" => ConfirmOutcome::Expired,
+            [tag, ..] if tag == "EXPIRED" => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                ConfirmOutcome::Expired
+            }
             [tag] if tag == "NOT_FOUND" => ConfirmOutcome::NotFound,
             [tag, total] if tag == "AMOUNT_MISMATCH" => ConfirmOutcome::AmountMismatch {
                 total_cents: total.parse()?,
@@ -425,11 +456,19 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        let reply: Vec<String> = self.run_idempotent(&invocation).await?;
+        let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
         Ok(match reply.first().map(String::as_str) {
-            Some("CANCELLED") => CancelOutcome::Cancelled,
+            Some("CANCELLED") => {
+                metrics::released(ReleaseCause::Cancel, 1);
+                CancelOutcome::Cancelled
+            }
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
-            Some("EXPIRED") => CancelOutcome::Expired,
+            Some("EXPIRED") => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                CancelOutcome::Expired
+            }
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
@@ -451,8 +490,13 @@ impl HoldEngine {
     }
 
     /// Releases those of `orders` (all of one store) that are HELD and due; returns how
-    /// many this call released. Safe to race with any other caller.
-    pub async fn expire(&self, store: StoreId, orders: &[OrderId]) -> anyhow::Result<u64> {
+    /// many this call released, counted under `cause`. Safe to race with any other caller.
+    pub async fn expire(
+        &self,
+        store: StoreId,
+        orders: &[OrderId],
+        cause: ReleaseCause,
+    ) -> anyhow::Result<u64> {
         // A store being rebuilt may still hold the stale holds the rebuild replaces;
         // the sweeper comes back to whatever is due afterwards.
         if orders.is_empty() || self.is_recovering(store) {
@@ -467,7 +511,9 @@ impl HoldEngine {
                 .key(self.keys.hold(*order))
                 .arg(order.uuid.to_string());
         }
-        Ok(self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?)
+        let released: u64 = self.run("expire", &invocation).await?;
+        metrics::released(cause, released);
+        Ok(released)
     }
 
     /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
@@ -490,8 +536,7 @@ impl HoldEngine {
             .arg(units)
             .arg(restock_id)
             .arg(reason);
-        let reply: Vec<String> =
-            self.watched(invocation.invoke_async(&mut self.scripts.clone()).await)?;
+        let reply: Vec<String> = self.run("restock", &invocation).await?;
         match reply.as_slice() {
             [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
             [tag] if tag == "UNKNOWN" => Ok(None),

@@ -1,11 +1,15 @@
-//! HTTP surface: /graphql (POST for queries, GET for GraphiQL or a WebSocket for
-//! subscriptions), the storefront page at /, /healthz, /readyz and, with
-//! PAYMENT_WEBHOOK_SECRET, the payment provider's /webhooks/payment.
+//! HTTP surface: /graphql (POST, and GET for queries, WebSocket upgrades for
+//! subscriptions and GraphiQL), GraphiQL's embedded assets, the storefront page at /,
+//! /healthz, /readyz and, with PAYMENT_WEBHOOK_SECRET, the payment provider's
+//! /webhooks/payment.
 
 pub(crate) mod body;
 mod client_addr;
+mod graphiql;
 mod graphql;
 mod health;
+mod negotiate;
+mod observe;
 mod storefront;
 mod ws;
 
@@ -15,9 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::http::{StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -28,7 +31,7 @@ use crate::context::AppContext;
 use crate::error::{Refusal, codes};
 use crate::graphql::AppSchema;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use observe::REQUEST_ID;
 
 /// Cloned for every request by axum's `State`: one reference count, not the context's
 /// dozen handles.
@@ -38,22 +41,6 @@ pub struct HttpState {
     pub schema: AppSchema,
     /// Open WebSockets (subscriptions at GET /graphql).
     pub sockets: Arc<Sockets>,
-}
-
-/// The span of one request: method, path and request id. Never the query string, the
-/// headers (Authorization) or the body (passwords), so none of them reach the logs.
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = request.uri().path(),
-        request_id = id,
-    )
 }
 
 /// The timeout layer answers with an empty body; give it the JSON error every refusal has.
@@ -78,10 +65,11 @@ pub fn router(state: HttpState) -> Router {
     let mut routes = Router::new()
         .route(
             "/graphql",
-            get(graphql::graphiql)
-                .post(graphql::execute)
+            get(graphql::get)
+                .post(graphql::post)
                 .layer(from_fn_with_state(state.clone(), ws::upgrade)),
         )
+        .route("/graphiql/{version}/{file}", get(graphiql::asset))
         .route("/", get(storefront::page))
         .route("/storefront.js", get(storefront::script))
         .route("/storefront.css", get(storefront::style))
@@ -98,7 +86,9 @@ pub fn router(state: HttpState) -> Router {
             timeout,
         ))
         .layer(map_response(explain_timeout))
+        .layer(from_fn(observe::count_response))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(from_fn(observe::drop_unusable_request_id))
 }

@@ -24,6 +24,27 @@ pub enum OrderErrorCode {
     StoreRecovering,
 }
 
+impl OrderErrorCode {
+    /// The code in snake case, as metrics label it.
+    pub fn snake_case(self) -> &'static str {
+        match self {
+            Self::EmptyOrder => "empty_order",
+            Self::TooManyLines => "too_many_lines",
+            Self::InvalidQuantity => "invalid_quantity",
+            Self::ProductNotFound => "product_not_found",
+            Self::MixedStores => "mixed_stores",
+            Self::InsufficientStock => "insufficient_stock",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::OrderNotFound => "order_not_found",
+            Self::HoldExpired => "hold_expired",
+            Self::InvalidState => "invalid_state",
+            Self::TooManyHolds => "too_many_holds",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::StoreRecovering => "store_recovering",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 pub struct OrderError {
     pub code: OrderErrorCode,
@@ -84,5 +105,18 @@ impl OrderError {
             "the hold expired; its units went back to the sale",
         )
         .with_field("orderId")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::resolver_utils::EnumType;
+
+    #[test]
+    fn snake_case_matches_the_graphql_name() {
+        for item in OrderErrorCode::items() {
+            assert_eq!(item.value.snake_case(), item.name.to_ascii_lowercase());
+        }
     }
 }

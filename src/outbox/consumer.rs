@@ -45,6 +45,11 @@ impl Entry {
     }
 }
 
+/// Where a store's unreadable outbox entries are kept, beside its outbox stream.
+pub fn dead_letter_key(outbox: &str) -> String {
+    format!("{outbox}:dead")
+}
+
 /// The default consumer name: host name and process id, stable for the process's life.
 pub fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

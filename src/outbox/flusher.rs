@@ -201,6 +201,7 @@ impl Flusher {
         self.write(&events, &sources).await?;
         let ids: Vec<&str> = batch.iter().map(|entry| entry.id.as_str()).collect();
         self.consumer.ack(first.store, &ids).await?;
+        crate::metrics::flushed(batch.len(), started.elapsed());
         let oldest = batch.iter().filter_map(Entry::appended_ms).min();
         tracing::debug!(
             store = %first.store,

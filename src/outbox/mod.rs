@@ -10,7 +10,7 @@ mod flusher;
 mod lease;
 
 pub use apply::{DataRefused, Refused, apply, is_refusal};
-pub use consumer::{Entry, GROUP, OutboxConsumer, default_name};
+pub use consumer::{Entry, GROUP, OutboxConsumer, dead_letter_key, default_name};
 pub use event::{OutboxEvent, Restock};
 pub use flusher::Flusher;
 
