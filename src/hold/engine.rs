@@ -346,7 +346,12 @@ impl HoldEngine {
             .arg(self.idempotency_ttl_ms)
             .arg(request.idempotency_key.as_ref().map_or("", |k| k.as_str()))
             .arg(self.max_holds_per_customer)
-            .arg(request.fingerprint())
+            // Only a key is bound to its request; without one the script never reads this.
+            .arg(if request.idempotency_key.is_some() {
+                request.fingerprint()
+            } else {
+                String::new()
+            })
             .arg(request.lines.len());
         for line in &request.lines {
             invocation

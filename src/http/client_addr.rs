@@ -14,20 +14,27 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) 
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map_while(|hop| hop.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|addr| !is_trusted(addr))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer)
+    // From the right: each trusted hop vouches for the one before it. The walk stops at
+    // the first untrusted address (the client), or at a hop that does not parse, past
+    // which nothing is vouched for: then the last trusted hop is the best we know.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(addr) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = addr;
+        if !is_trusted(&addr) {
+            break;
+        }
+    }
+    client
 }
 
 #[cfg(test)]

@@ -236,9 +236,9 @@ fn get_request(params: GetParams, query: String) -> Result<async_graphql::Reques
 /// What a GET's operation is, when the document parses: GET must never change anything.
 fn is_query(request: &async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    // Deeper documents are refused by the query limits before they are parsed.
+    // Deeper than any document worth parsing here: refused as if a mutation, never run.
     if crate::graphql::text_shape(&request.query).nesting > MAX_GET_NESTING {
-        return true;
+        return false;
     }
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return true; // executing it reports the parse error

@@ -34,7 +34,7 @@ use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::HttpState;
 use super::client_addr::client_addr;
-use crate::auth::{Authentication, Caller, ClientAddr, authenticate_value};
+use crate::auth::{Authentication, Caller, ClientAddr, VerifiedToken, authenticate_value};
 use crate::config::Config;
 use crate::error::{Refusal, RequestId};
 
@@ -292,6 +292,9 @@ impl Connection {
         let (output, mut outgoing) = mpsc::channel::<Message>(OUTGOING_BACKLOG);
 
         let app = Arc::clone(&self.state.app);
+        // The token connection_init accepted, checked again while the socket lives.
+        let token: Arc<Mutex<Option<VerifiedToken>>> = Arc::default();
+        let accepted = Arc::clone(&token);
         let mut data = Data::default();
         data.insert(ClientAddr(self.client));
         data.insert(RequestId(self.request_id.clone()));
@@ -302,7 +305,9 @@ impl Connection {
             self.protocol,
         )
         .with_data(data)
-        .on_connection_init(move |payload| async move { connection_init(payload, &app).await })
+        .on_connection_init(move |payload| async move {
+            connection_init(payload, &app, &accepted).await
+        })
         .serve();
         tokio::pin!(graphql);
 
@@ -311,12 +316,24 @@ impl Connection {
         let keepalive = config.ws_keepalive_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut protocol_done = false;
+        // HTTP checks revocation on every request; a socket's caller is checked as often
+        // as a revoked token must stop working (within a second).
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
         let goodbye = loop {
             let initialised = seen.lock().expect("socket state poisoned").initialised;
             let next = tokio::select! {
                 () = stop.cancelled() => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
                 () = tokio::time::sleep_until(init_deadline), if !initialised => {
                     break Some(close_frame(close::INIT_TIMEOUT, "Connection initialisation timeout"));
+                }
+                _ = recheck.tick() => {
+                    let current = token.lock().expect("socket token poisoned").clone();
+                    if let Some(current) = current
+                        && !self.still_valid(&current).await
+                    {
+                        break Some(close_frame(close::FORBIDDEN, "token expired or revoked"));
+                    }
+                    continue;
                 }
                 _ = ping.tick() => {
                     let silent = seen.lock().expect("socket state poisoned").last_heard.elapsed();
@@ -365,6 +382,24 @@ impl Connection {
         let _ = to_client.close().await;
     }
 
+    /// Whether the socket's token is still unexpired and not revoked. A check that cannot
+    /// be made (Redis and MySQL both down) keeps the socket, as it keeps the sale going.
+    async fn still_valid(&self, token: &VerifiedToken) -> bool {
+        if token.expires_at <= chrono::Utc::now().timestamp() {
+            return false;
+        }
+        match self.state.app.token_versions.is_current(token).await {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot recheck a socket's token"
+                );
+                true
+            }
+        }
+    }
+
     fn keepalive_message(&self) -> &'static str {
         match self.kind {
             WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
@@ -372,9 +407,10 @@ impl Connection {
         }
     }
 
-    /// A subscription the server completed no longer counts toward the limit.
+    /// A subscription the server ended, completed or failed (an `error` message ends an
+    /// operation too), no longer counts toward the limit.
     fn note_completed(&self, text: &str, seen: &Mutex<Seen>) {
-        if !text.starts_with(r#"{"type":"complete""#) {
+        if !text.starts_with(r#"{"type":"complete""#) && !text.starts_with(r#"{"type":"error""#) {
             return;
         }
         if let Ok(Peek { id: Some(id), .. }) = serde_json::from_str(text) {
@@ -480,6 +516,7 @@ fn admit(
 async fn connection_init(
     payload: serde_json::Value,
     app: &crate::context::AppContext,
+    accepted: &Mutex<Option<VerifiedToken>>,
 ) -> async_graphql::Result<Data> {
     let authorization = serde_json::from_value::<InitPayload>(payload)
         .ok()
@@ -501,6 +538,7 @@ async fn connection_init(
         Some(authentication) => {
             data.insert(authentication.caller);
             if let Some(token) = authentication.token {
+                *accepted.lock().expect("socket token poisoned") = Some(token.clone());
                 data.insert(token);
             }
         }

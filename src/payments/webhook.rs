@@ -102,11 +102,37 @@ fn not_found(event: &PaymentEvent) -> Response {
     .into_response()
 }
 
+/// `503` with `Retry-After`: the store is being rebuilt from MySQL (or its Redis lost the
+/// hold a moment ago and the rebuild will restore it). Nothing was decided; the provider
+/// retries, as it does for any 5xx.
+fn recovering(event: &PaymentEvent) -> Response {
+    tracing::warn!(
+        event = event.id,
+        order = event.order_id,
+        "payment notification while the order's store is rebuilt from MySQL: asked to retry"
+    );
+    let mut response = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "STORE_RECOVERING",
+        "the order's store is being rebuilt after a Redis fault; retry shortly",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
 async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Response> {
     let app = &state.app;
     let Some(order) = OrderId::parse(&event.order_id) else {
         return Ok(not_found(event));
     };
+    // As confirmOrder does: a confirmation now would be overwritten by the rebuild.
+    if app.engine.is_recovering(order.store) {
+        return Ok(recovering(event));
+    }
     let confirmed_by = format!("payment:{}", event.id);
     let outcome = app
         .engine
@@ -123,6 +149,10 @@ async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Resp
         // Redis no longer has the hold (finished longer ago than HOLD_RETENTION, or lost):
         // MySQL's record decides, and there is nothing left to change.
         ConfirmOutcome::NotFound => match crate::db::orders::order(&app.db, order).await? {
+            // HELD in MySQL, gone from Redis: Redis lost it, and the rebuild brings it back.
+            Some(recorded) if recorded.status == OrderStatus::Held => {
+                return Ok(recovering(event));
+            }
             Some(recorded) => recorded_outcome(&recorded, event),
             None => return Ok(not_found(event)),
         },
@@ -145,13 +175,6 @@ fn recorded_outcome(order: &Hold, event: &PaymentEvent) -> ConfirmOutcome {
             ConfirmOutcome::AlreadyConfirmed
         }
         OrderStatus::Expired => ConfirmOutcome::Expired,
-        OrderStatus::Held => {
-            tracing::warn!(
-                order = %order.id,
-                "an order HELD in MySQL has no hold in Redis (Redis lost it): it cannot be paid"
-            );
-            ConfirmOutcome::Expired
-        }
         status => ConfirmOutcome::InvalidState(status),
     }
 }

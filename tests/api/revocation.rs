@@ -211,3 +211,27 @@ async fn a_token_version_lost_from_redis_is_read_again_from_mysql() {
     assert_refused(&app, &old).await;
     assert_accepted(&app, &fresh, customer).await;
 }
+
+#[tokio::test]
+async fn a_socket_signed_in_with_a_token_is_closed_once_the_token_is_revoked() {
+    let app = spawn_app().await;
+    let (customer, token) = app.create_customer().await;
+    let (_, admin) = app.create_admin().await;
+    let (_, other) = app.create_customer().await;
+    let mut revoked = crate::subscriber::Subscriber::connect(&app.address, Some(&token)).await;
+    let mut untouched = crate::subscriber::Subscriber::connect(&app.address, Some(&other)).await;
+
+    let body = app
+        .graphql(REVOKE, json!({ "id": customer.to_string() }), Some(&admin))
+        .await;
+    assert_eq!(body["data"]["revokeTokens"], true, "{body}");
+    let started = Instant::now();
+    assert_eq!(revoked.closed(Duration::from_secs(3)).await.0, 4403);
+    println!("socket closed {:?} after revokeTokens", started.elapsed());
+    // Another customer's socket stays open.
+    untouched.send(json!({ "type": "ping" })).await;
+    assert_eq!(
+        untouched.message(Duration::from_secs(2)).await["type"],
+        "pong"
+    );
+}
