@@ -265,6 +265,17 @@ async fn a_final_status_in_mysql_never_changes_and_a_contrary_event_is_dead_lett
     );
 }
 
+/// GET /readyz: the status and the JSON body with each check.
+async fn readyz(app: &TestApp) -> (reqwest::StatusCode, serde_json::Value) {
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    (ready.status(), ready.json().await.unwrap())
+}
+
 /// Runs `flashstock outbox replay-dead` against the test's database and key prefix.
 fn replay_dead(app: &TestApp) -> (bool, String) {
     run_command(app, &["outbox", "replay-dead"])
@@ -349,13 +360,8 @@ async fn a_poison_event_is_dead_lettered_while_the_sale_flows_on_and_replays_onc
         letters[0].error
     );
     // One bad event does not take the instance out of service.
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let (ready, _) = readyz(&app).await;
+    assert_eq!(ready, 200);
     let (clean, output) = run_audit(&app);
     assert!(!clean, "{output}");
     assert!(
@@ -846,16 +852,7 @@ async fn mariadb_stopped_mid_flush_for_20_s_while_the_sale_goes_on_loses_nothing
         mariadb.stop().await;
         let stopped = Instant::now();
         tokio::time::sleep(MARIADB_OUTAGE - Duration::from_secs(1)).await;
-        let ready = app
-            .http
-            .get(format!("{}/readyz", app.address))
-            .send()
-            .await
-            .unwrap();
-        let ready = (
-            ready.status(),
-            ready.json::<serde_json::Value>().await.unwrap(),
-        );
+        let ready = readyz(&app).await;
         tokio::time::sleep(MARIADB_OUTAGE.saturating_sub(stopped.elapsed())).await;
         mariadb.start_again().await;
         let restarted = Instant::now();
