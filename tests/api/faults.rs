@@ -1,8 +1,10 @@
-//! Faults under load: a killed instance, a refused event, a stop with a backlog. Each
+//! Faults under load: a killed instance, a refused event, a stop with a backlog, MariaDB
+//! stopped mid-flush, Redis restarted or gone back in time. Each
 //! ends with `flashstock audit` clean and every confirmed order once in MySQL, and prints
 //! how long orders took to flow again and MySQL to catch up (`-- --nocapture`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use flashstock::domain::{ProductId, StoreId};
@@ -15,9 +17,12 @@ use flashstock::outbox::dead_letters;
 use crate::flush::{
     DRAIN_DEADLINE, Sale, append_by_hand, assert_exactly_once, confirm_load,
     confirm_without_flusher, confirmed_in_mysql, flusher, flushing, hold_event, kill_mid_flush,
-    lock_and_confirm, open_sale, run_audit, run_command, snapshot, wait_drained,
+    lines_of, lock_and_confirm, open_sale, run_audit, run_command, snapshot, wait_drained,
 };
-use crate::helpers::{PrivateRedis, TestApp, one_at_a_time, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PrivateRedis, TestApp, one_at_a_time, spawn_app, spawn_app_with, unique_suffix,
+};
+use crate::private_mariadb::PrivateMariadb;
 use crate::process::ServiceProcess;
 
 /// Every consumer of the store's outbox group, with the entries pending on it.
@@ -260,6 +265,17 @@ async fn a_final_status_in_mysql_never_changes_and_a_contrary_event_is_dead_lett
     );
 }
 
+/// GET /readyz: the status and the JSON body with each check.
+async fn readyz(app: &TestApp) -> (reqwest::StatusCode, serde_json::Value) {
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    (ready.status(), ready.json().await.unwrap())
+}
+
 /// Runs `flashstock outbox replay-dead` against the test's database and key prefix.
 fn replay_dead(app: &TestApp) -> (bool, String) {
     run_command(app, &["outbox", "replay-dead"])
@@ -344,13 +360,8 @@ async fn a_poison_event_is_dead_lettered_while_the_sale_flows_on_and_replays_onc
         letters[0].error
     );
     // One bad event does not take the instance out of service.
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let (ready, _) = readyz(&app).await;
+    assert_eq!(ready, 200);
     let (clean, output) = run_audit(&app);
     assert!(!clean, "{output}");
     assert!(
@@ -783,4 +794,130 @@ async fn redis_restored_from_its_aof_or_from_an_older_copy_never_sells_a_unit_tw
     let report = audit::audit(&app.db, &app.context.engine).await.unwrap();
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Buyers that each lock and confirm one order after another, with a short pause between
+/// two (a steady sale well inside the products' stock), until `selling` is cleared; every
+/// order comes back with the moment its confirmation was answered. A lockOrder or
+/// confirmOrder that fails fails the test.
+async fn steady_sale(
+    app: &TestApp,
+    sale: &Sale,
+    buyers: usize,
+    selling: &AtomicBool,
+) -> Vec<(String, Vec<(ProductId, u32)>, Instant)> {
+    let buyer = |first: usize| async move {
+        let mut bought = Vec::new();
+        let mut n = first;
+        while selling.load(Ordering::SeqCst) {
+            let lines = lines_of(n, sale.a, sale.b);
+            let token = &sale.customers[n % sale.customers.len()].1;
+            let id = lock_and_confirm(&app.http, &app.address, token, &lines).await;
+            bought.push((id, lines, Instant::now()));
+            n += buyers;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bought
+    };
+    futures_util::future::join_all((0..buyers).map(buyer))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+const MARIADB_OUTAGE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn mariadb_stopped_mid_flush_for_20_s_while_the_sale_goes_on_loses_nothing() {
+    let _serial = one_at_a_time().await;
+    let mut mariadb = PrivateMariadb::start().await;
+    let database_url = mariadb.url(&format!("fs_test_{}", unique_suffix()));
+    let mut app = spawn_app_with(flushing().arg("database-url", &database_url)).await;
+    // The checks below and the audit command read the private server.
+    app.database_url = database_url;
+    let sale = open_sale(&app, 16).await;
+
+    let selling = AtomicBool::new(true);
+    let load = steady_sale(&app, &sale, 4, &selling);
+    let outage = async {
+        // Mid-flush: MySQL has part of the sale and the flusher is writing the rest.
+        let deadline = Instant::now() + DRAIN_DEADLINE;
+        let mut flushed = 0;
+        while flushed < 50 {
+            assert!(Instant::now() < deadline, "nothing was flushed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            flushed = confirmed_in_mysql(&app).await;
+        }
+        mariadb.stop().await;
+        let stopped = Instant::now();
+        tokio::time::sleep(MARIADB_OUTAGE - Duration::from_secs(1)).await;
+        let ready = readyz(&app).await;
+        tokio::time::sleep(MARIADB_OUTAGE.saturating_sub(stopped.elapsed())).await;
+        mariadb.start_again().await;
+        let restarted = Instant::now();
+        // The sale goes on across the restart, then ends.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        selling.store(false, Ordering::SeqCst);
+        (flushed, stopped, ready, restarted)
+    };
+    let (sold, (flushed, stopped, ready, restarted)) = tokio::join!(load, outage);
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert_eq!(ready.1["checks"]["mysql"]["status"], "down", "{}", ready.1);
+
+    // Orders never stopped: lockOrder and confirmOrder kept answering through the outage.
+    let mut answered: Vec<Instant> = sold
+        .iter()
+        .map(|(_, _, at)| *at)
+        .filter(|at| (stopped..restarted).contains(at))
+        .collect();
+    answered.sort();
+    assert!(
+        answered.len() > 100,
+        "{} orders during the outage",
+        answered.len()
+    );
+    let first = answered[0] - stopped;
+    let longest_pause = std::iter::once(stopped)
+        .chain(answered.iter().copied())
+        .chain([restarted])
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap();
+    assert!(
+        longest_pause < Duration::from_secs(2),
+        "orders stalled for {longest_pause:?} while MariaDB was down"
+    );
+
+    let orders: Vec<(String, Vec<(ProductId, u32)>)> =
+        sold.into_iter().map(|(id, lines, _)| (id, lines)).collect();
+    assert!(flushed < orders.len() as i64);
+    let caught_up = wait_confirmed(&app, orders.len()).await - restarted;
+    eprintln!(
+        "MariaDB stopped {MARIADB_OUTAGE:?} mid-flush ({flushed} of {} orders in MySQL): orders never \
+         stopped, the first confirmed {first:?} after the stop, {} during the outage, longest pause \
+         {longest_pause:?}; MySQL had every order {caught_up:?} after MariaDB's restart",
+        orders.len(),
+        answered.len()
+    );
+    wait_drained(&app).await;
+
+    // Redis and MySQL agree, to the unit.
+    assert_exactly_once(&app, &orders, &sale.prices, &sale.opening).await;
+    for product in [sale.a, sale.b] {
+        let units: i64 = orders
+            .iter()
+            .flat_map(|(_, lines)| lines)
+            .filter(|(p, _)| *p == product)
+            .map(|(_, q)| i64::from(*q))
+            .sum();
+        assert_eq!(
+            split(&app, sale.store, product).await,
+            (sale.opening[&product] - units, 0, units),
+            "product {product}"
+        );
+    }
+    assert_audit_clean(&app).await;
 }

@@ -16,6 +16,7 @@ mod live;
 mod logs;
 mod metrics;
 mod payments;
+mod private_mariadb;
 mod process;
 mod revocation;
 mod schema;
