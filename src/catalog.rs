@@ -1,18 +1,30 @@
-//! What lockOrder needs to know about products (store, price, per-customer limit), held
-//! in process so the hot path makes no MySQL round trip. Loaded at start, and from MySQL
-//! on a miss; loading a product also seeds its Redis stock where Redis has none.
+//! What lockOrder needs to know about products (store, price), held in process so the
+//! hot path makes no MySQL round trip. Loaded at start, and from MySQL on a miss or once
+//! an entry is older than `FRESH_FOR`, so an ADMIN's change to a price reaches every
+//! instance within that time. What the lock script enforces (the per-customer limit,
+//! pre-order capacity) is not taken from here: it lives in Redis (`lua/terms.lua`).
+//! Loading a product also seeds its Redis stock and terms where Redis has none.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::db::{self, Db, catalog::ProductRow};
 use crate::domain::{ProductId, StoreId};
-use crate::hold::HoldEngine;
+use crate::hold::{HoldEngine, SeedProduct};
+
+/// How long a cached product is used before MySQL is asked again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+struct Cached {
+    row: Arc<ProductRow>,
+    loaded: Instant,
+}
 
 pub struct Catalog {
     db: Db,
     engine: HoldEngine,
-    products: RwLock<HashMap<ProductId, Arc<ProductRow>>>,
+    products: RwLock<HashMap<ProductId, Cached>>,
 }
 
 impl Catalog {
@@ -33,19 +45,29 @@ impl Catalog {
     }
 
     async fn remember(&self, rows: Vec<ProductRow>) -> anyhow::Result<()> {
-        let mut by_store: HashMap<StoreId, Vec<(ProductId, i64)>> = HashMap::new();
+        let mut by_store: HashMap<StoreId, Vec<SeedProduct>> = HashMap::new();
         for row in &rows {
-            by_store
-                .entry(row.store)
-                .or_default()
-                .push((row.id, row.stock));
+            by_store.entry(row.store).or_default().push(SeedProduct {
+                product: row.id,
+                stock: row.stock,
+                max_per_customer: row.max_per_customer,
+                backorder_limit: row.backorder_limit,
+                backordered: row.backordered,
+            });
         }
         for (store, products) in by_store {
             self.engine.init_stock(store, &products).await?;
         }
+        let loaded = Instant::now();
         let mut cache = self.products.write().expect("catalog lock poisoned");
         for row in rows {
-            cache.insert(row.id, Arc::new(row));
+            cache.insert(
+                row.id,
+                Cached {
+                    row: Arc::new(row),
+                    loaded,
+                },
+            );
         }
         Ok(())
     }
@@ -61,10 +83,10 @@ impl Catalog {
             let cache = self.products.read().expect("catalog lock poisoned");
             for id in ids {
                 match cache.get(id) {
-                    Some(row) => {
-                        found.insert(*id, Arc::clone(row));
+                    Some(cached) if cached.loaded.elapsed() < FRESH_FOR => {
+                        found.insert(*id, Arc::clone(&cached.row));
                     }
-                    None => missing.push(*id),
+                    _ => missing.push(*id),
                 }
             }
         }
@@ -76,6 +98,14 @@ impl Catalog {
             self.remember(rows).await?;
         }
         Ok(found)
+    }
+
+    /// Forgets a product, so that the next lookup reads MySQL (after an ADMIN's change).
+    pub fn forget(&self, id: ProductId) {
+        self.products
+            .write()
+            .expect("catalog lock poisoned")
+            .remove(&id);
     }
 
     /// Seeds Redis stock again for these products (Redis lost them, for example after a

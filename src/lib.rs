@@ -19,6 +19,7 @@ pub mod http;
 pub mod memory;
 pub mod orders;
 pub mod outbox;
+pub mod products;
 pub mod seed;
 pub mod shutdown;
 pub mod startup;

@@ -50,7 +50,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
     }
     let placeholders = vec!["?"; orders.len()].join(",");
     let sql = format!(
-        "SELECT order_id, product_id, quantity, unit_price_cents FROM order_items \
+        "SELECT order_id, product_id, quantity, unit_price_cents, backordered_quantity FROM order_items \
          WHERE order_id IN ({placeholders}) ORDER BY product_id"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -60,6 +60,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
     let mut lines: HashMap<String, Vec<HoldLine>> = HashMap::new();
     for row in query.fetch_all(db).await? {
         let quantity: i32 = row.try_get("quantity")?;
+        let backordered: i32 = row.try_get("backordered_quantity")?;
         lines
             .entry(row.try_get("order_id")?)
             .or_default()
@@ -67,6 +68,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
                 product: ProductId(row.try_get("product_id")?),
                 quantity: quantity.try_into()?,
                 unit_price_cents: row.try_get("unit_price_cents")?,
+                backordered: backordered.try_into()?,
             });
     }
     for order in orders.iter_mut() {

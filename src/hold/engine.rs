@@ -18,7 +18,6 @@ pub struct RequestedLine {
     pub product: ProductId,
     pub quantity: u32,
     pub unit_price_cents: i64,
-    pub max_per_customer: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +26,8 @@ pub struct LockRequest {
     pub user: UserId,
     pub lines: Vec<RequestedLine>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The customer accepts a pre-order for what stock cannot fill.
+    pub allow_backorder: bool,
 }
 
 impl LockRequest {
@@ -40,11 +41,16 @@ impl LockRequest {
             .map(|l| (l.product.0, l.quantity))
             .collect();
         lines.sort_unstable();
-        lines
+        let lines = lines
             .iter()
             .map(|(product, quantity)| format!("{product}:{quantity}"))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        if self.allow_backorder {
+            format!("{lines};backorder")
+        } else {
+            lines
+        }
     }
 }
 
@@ -53,6 +59,8 @@ pub enum LockOutcome {
     Held {
         created_at: DateTime<Utc>,
         held_until: DateTime<Utc>,
+        /// Units of each line taken as a pre-order (only lines that have some).
+        backordered: HashMap<ProductId, u32>,
     },
     /// The idempotency key already names this order, made from the same request.
     Existing(OrderId),
@@ -85,6 +93,49 @@ pub enum CancelOutcome {
     Expired,
     NotFound,
     InvalidState,
+}
+
+/// What a restock did: units now available, and units that went to pre-orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restocked {
+    pub available: i64,
+    pub filled_backorders: i64,
+}
+
+/// A product's terms as Redis enforces them, seeded from MySQL.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedProduct {
+    pub product: ProductId,
+    pub stock: i64,
+    pub max_per_customer: Option<u32>,
+    pub backorder_limit: i64,
+    /// Confirmed pre-ordered units not yet filled.
+    pub backordered: i64,
+}
+
+/// A change to a product's terms; `None` leaves a term as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TermsChange {
+    /// `Some(None)` removes the per-customer limit.
+    pub max_per_customer: Option<Option<u32>>,
+    pub backorder_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermsOutcome {
+    Updated,
+    Uninitialised,
+    /// This many units are pre-ordered already (held or confirmed).
+    BelowBackordered(i64),
+}
+
+/// A product's pre-order figures in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackorderFigures {
+    pub open: i64,
+    pub held: i64,
+    pub confirmed: i64,
+    pub limit: i64,
 }
 
 #[derive(Clone)]
@@ -173,19 +224,23 @@ impl HoldEngine {
             .arg(request.idempotency_key.as_ref().map_or("", |k| k.as_str()))
             .arg(self.max_holds_per_customer)
             .arg(request.fingerprint())
+            .arg(if request.allow_backorder { "1" } else { "0" })
             .arg(request.lines.len());
         for line in &request.lines {
             invocation
                 .arg(line.product.0)
                 .arg(line.quantity)
-                .arg(line.unit_price_cents)
-                .arg(line.max_per_customer.unwrap_or(0));
+                .arg(line.unit_price_cents);
         }
         let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(match reply.split_first() {
-            Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
+            Some((tag, [created, until, rest @ ..])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
                 held_until: timestamp(until)?,
+                backordered: pairs(rest)?
+                    .into_iter()
+                    .map(|(product, units)| Ok((product, u32::try_from(units)?)))
+                    .collect::<anyhow::Result<_>>()?,
             },
             Some((tag, [uuid])) if tag == "EXISTING" => LockOutcome::Existing(OrderId {
                 store,
@@ -255,7 +310,7 @@ impl HoldEngine {
         })
     }
 
-    /// The six store keys every hold script takes first (see `lua/hold_lib.lua`).
+    /// The store keys every hold script takes first (see `lua/hold_lib.lua`).
     fn store_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
         for key in self.keys.store(store).all() {
             invocation.key(key);
@@ -287,7 +342,8 @@ impl HoldEngine {
         Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
     }
 
-    /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
+    /// Adds units to a product: confirmed pre-orders first, oldest first, then the sale.
+    /// `None` when Redis has no entry for it yet.
     pub async fn restock(
         &self,
         store: StoreId,
@@ -295,18 +351,54 @@ impl HoldEngine {
         units: u32,
         restock_id: &str,
         reason: &str,
-    ) -> anyhow::Result<Option<i64>> {
+    ) -> anyhow::Result<Option<Restocked>> {
         let mut invocation = SCRIPTS.restock.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation
             .arg(product.0)
             .arg(units)
             .arg(restock_id)
-            .arg(reason);
+            .arg(reason)
+            .arg(self.keys.hold_prefix(store));
         let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
         match reply.as_slice() {
-            [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
+            [tag, available, filled] if tag == "RESTOCKED" => Ok(Some(Restocked {
+                available: available.parse()?,
+                filled_backorders: filled.parse()?,
+            })),
             [tag] if tag == "UNKNOWN" => Ok(None),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// Changes what the lock script enforces for a product, atomically.
+    pub async fn set_terms(
+        &self,
+        store: StoreId,
+        product: ProductId,
+        change: TermsChange,
+    ) -> anyhow::Result<TermsOutcome> {
+        let mut invocation = SCRIPTS.terms.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation
+            .arg(product.0)
+            .arg(
+                change
+                    .max_per_customer
+                    .map_or(String::new(), |limit| limit.unwrap_or(0).to_string()),
+            )
+            .arg(
+                change
+                    .backorder_limit
+                    .map_or(String::new(), |l| l.to_string()),
+            );
+        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        match reply.as_slice() {
+            [tag] if tag == "UPDATED" => Ok(TermsOutcome::Updated),
+            [tag] if tag == "UNKNOWN" => Ok(TermsOutcome::Uninitialised),
+            [tag, used] if tag == "BELOW_BACKORDERED" => {
+                Ok(TermsOutcome::BelowBackordered(used.parse()?))
+            }
             _ => Err(unexpected(&reply)),
         }
     }
@@ -323,16 +415,22 @@ impl HoldEngine {
             .ok_or_else(|| anyhow::anyhow!("hold {order} is damaged: {fields:?}"))
     }
 
-    /// Seeds Redis stock from MySQL's on-hand count where Redis has none; never overwrites.
-    pub async fn init_stock(
-        &self,
-        store: StoreId,
-        products: &[(ProductId, i64)],
-    ) -> anyhow::Result<()> {
-        let stock_key = self.keys.store(store).stock;
+    /// Seeds Redis stock and terms from MySQL where Redis has none; never overwrites.
+    pub async fn init_stock(&self, store: StoreId, products: &[SeedProduct]) -> anyhow::Result<()> {
+        let keys = self.keys.store(store);
         let mut pipe = redis::pipe();
-        for (product, units) in products {
-            pipe.hset_nx(&stock_key, product.0, *units).ignore();
+        for seed in products {
+            let id = seed.product.0;
+            pipe.hset_nx(&keys.stock, id, seed.stock).ignore();
+            let limit = seed.max_per_customer.unwrap_or(0);
+            pipe.hset_nx(&keys.terms, format!("{id}:max"), limit)
+                .ignore();
+            pipe.hset_nx(&keys.terms, format!("{id}:bo"), seed.backorder_limit)
+                .ignore();
+            pipe.hset_nx(&keys.backorder, id, seed.backorder_limit - seed.backordered)
+                .ignore();
+            pipe.hset_nx(&keys.backorder_sold, id, seed.backordered)
+                .ignore();
         }
         pipe.sadd(self.keys.stores(), store.0).ignore();
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
@@ -355,6 +453,49 @@ impl HoldEngine {
             .arg(&ids)
             .query_async(&mut self.redis.clone())
             .await?)
+    }
+
+    /// Pre-order figures per product as Redis has them now.
+    pub async fn backorders(
+        &self,
+        store: StoreId,
+        products: &[ProductId],
+    ) -> anyhow::Result<Vec<BackorderFigures>> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u64> = products.iter().map(|p| p.0).collect();
+        let limits: Vec<String> = ids.iter().map(|id| format!("{id}:bo")).collect();
+        let keys = self.keys.store(store);
+        #[allow(clippy::type_complexity)]
+        let (open, held, confirmed, limit): (
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+        ) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&keys.backorder)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.backorder_held)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.backorder_sold)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.terms)
+            .arg(&limits)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok((0..ids.len())
+            .map(|i| BackorderFigures {
+                open: open[i].unwrap_or(0),
+                held: held[i].unwrap_or(0),
+                confirmed: confirmed[i].unwrap_or(0),
+                limit: limit[i].unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Store ids that have stock in Redis.

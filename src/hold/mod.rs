@@ -8,8 +8,8 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, LockOutcome, LockRequest,
-    RequestedLine,
+    BackorderFigures, CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, LockOutcome,
+    LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange, TermsOutcome,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

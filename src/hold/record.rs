@@ -12,6 +12,8 @@ pub struct HoldLine {
     pub product: ProductId,
     pub quantity: u32,
     pub unit_price_cents: i64,
+    /// Of `quantity`, the units that are a pre-order still waiting for stock.
+    pub backordered: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -43,8 +45,13 @@ fn decode_lines(raw: &str) -> Option<Vec<HoldLine>> {
                 product: ProductId::parse(parts.next()?)?,
                 quantity: parts.next()?.parse().ok()?,
                 unit_price_cents: parts.next()?.parse().ok()?,
+                // Written only when the line has a pre-ordered part.
+                backordered: match parts.next() {
+                    Some(raw) => raw.parse().ok()?,
+                    None => 0,
+                },
             };
-            parts.next().is_none().then_some(line)
+            (parts.next().is_none() && line.backordered <= line.quantity).then_some(line)
         })
         .collect()
 }
@@ -83,7 +90,10 @@ mod tests {
     fn encode_lines(lines: &[HoldLine]) -> String {
         lines
             .iter()
-            .map(|l| format!("{}:{}:{}", l.product, l.quantity, l.unit_price_cents))
+            .map(|l| match l.backordered {
+                0 => format!("{}:{}:{}", l.product, l.quantity, l.unit_price_cents),
+                bo => format!("{}:{}:{}:{bo}", l.product, l.quantity, l.unit_price_cents),
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -94,7 +104,7 @@ mod tests {
         let fields: HashMap<String, String> = [
             ("user", "5"),
             ("store", "1"),
-            ("lines", "3:2:1999,4:1:500"),
+            ("lines", "3:2:1999,4:3:500:2"),
             ("total", "4498"),
             ("status", "HELD"),
             ("created", "1763900000000"),
@@ -112,11 +122,19 @@ mod tests {
             HoldLine {
                 product: ProductId(3),
                 quantity: 2,
-                unit_price_cents: 1999
+                unit_price_cents: 1999,
+                backordered: 0,
             }
         );
-        assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:1:500");
+        assert_eq!(hold.lines[1].backordered, 2);
+        assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:3:500:2");
         assert!(hold.idempotency_key.is_none());
         assert_eq!(hold.status, OrderStatus::Held);
+    }
+
+    #[test]
+    fn a_line_cannot_preorder_more_than_it_holds() {
+        assert!(decode_lines("3:2:1999:3").is_none());
+        assert!(decode_lines("3:2:1999:2:1").is_none());
     }
 }

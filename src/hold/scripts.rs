@@ -18,6 +18,7 @@ pub struct Scripts {
     pub cancel: Script,
     pub expire: Script,
     pub restock: Script,
+    pub terms: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -26,4 +27,5 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: with_lib(include_str!("../../lua/cancel.lua")),
     expire: with_lib(include_str!("../../lua/expire.lua")),
     restock: with_lib(include_str!("../../lua/restock.lua")),
+    terms: with_lib(include_str!("../../lua/terms.lua")),
 });

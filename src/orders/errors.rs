@@ -20,6 +20,10 @@ pub enum OrderErrorCode {
     TooManyHolds,
     /// The idempotency key names an order made from other lines or options (`orderId`).
     IdempotencyKeyReused,
+    /// A product's backorder limit cannot fall below the units pre-ordered already.
+    BackorderLimitTooLow,
+    /// Another product of the store has this name.
+    NameTaken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]

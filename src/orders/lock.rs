@@ -113,6 +113,7 @@ pub async fn lock_order(
     viewer: Viewer,
     lines: &[LineInput],
     idempotency_key: Option<IdempotencyKey>,
+    allow_backorder: bool,
 ) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
     let quantities = match parse_lines(lines, cx.limits) {
         Ok(quantities) => quantities,
@@ -155,11 +156,11 @@ pub async fn lock_order(
                     product: *id,
                     quantity: *quantity,
                     unit_price_cents: product.price_cents,
-                    max_per_customer: product.max_per_customer,
                 }
             })
             .collect(),
         idempotency_key,
+        allow_backorder,
     };
 
     let mut outcome = cx.engine.lock(&request).await?;
@@ -173,6 +174,7 @@ pub async fn lock_order(
         LockOutcome::Held {
             created_at,
             held_until,
+            backordered,
         } => Ok(Hold {
             id: request.order,
             user: viewer.id,
@@ -189,6 +191,7 @@ pub async fn lock_order(
                     product: l.product,
                     quantity: l.quantity,
                     unit_price_cents: l.unit_price_cents,
+                    backordered: backordered.get(&l.product).copied().unwrap_or(0),
                 })
                 .collect(),
             created_at,

@@ -8,13 +8,17 @@
 //! - Stock moves only together with a new ledger row. The row goes in first with
 //!   `INSERT IGNORE`; its delta applies only when that insert added the row. (Never read
 //!   "was it new?" from an `ON DUPLICATE KEY UPDATE`: sqlx-mysql sets CLIENT_FOUND_ROWS.)
+//! - Pre-ordered units follow the same rule in their own ledger: `backorder_movements`
+//!   rows move `products.backordered` (and, for a fill, the line's `backordered_quantity`).
+//!   A confirmed line sells only its in-stock part; a fill is a BACKORDER_FILLED row in
+//!   `stock_movements`, after the restock's own row.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, Transaction};
 
-use super::event::{OutboxEvent, Restock};
+use super::event::{BackorderFilled, OutboxEvent, Restock};
 use crate::db::Db;
 use crate::domain::{OrderStatus, ProductId};
 use crate::hold::Hold;
@@ -76,25 +80,52 @@ async fn insert_lines(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx
         // A no-op update rather than INSERT IGNORE, which would also hide a broken
         // foreign key.
         let sql = format!(
-            "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) \
+            "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, backordered_quantity) \
              VALUES {} ON DUPLICATE KEY UPDATE quantity = quantity",
-            placeholders(chunk.len(), 4)
+            placeholders(chunk.len(), 5)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order, line) in chunk {
+            // A line's pre-ordered count as the order was made: fills lower it through
+            // their own ledger rows, never through a replayed order event.
             query = query
                 .bind(order.to_string())
                 .bind(line.product.0)
                 .bind(line.quantity)
-                .bind(line.unit_price_cents);
+                .bind(line.unit_price_cents)
+                .bind(line.backordered);
         }
         query.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// One change to a product's stock and the ledger row that records it.
+/// The two ledgers: of `products.stock`, and of `products.backordered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    Stock,
+    Backorder,
+}
+
+impl Ledger {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Stock => "stock_movements",
+            Self::Backorder => "backorder_movements",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Stock => "stock",
+            Self::Backorder => "backordered",
+        }
+    }
+}
+
+/// One change to a product's stock (or pre-ordered count) and the ledger row that records it.
 struct Movement<'a> {
+    ledger: Ledger,
     key: String,
     product: ProductId,
     delta: i64,
@@ -104,20 +135,61 @@ struct Movement<'a> {
     at: DateTime<Utc>,
 }
 
+/// A confirmed line sells its in-stock units and books its pre-ordered ones.
 fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
-    hold.lines.iter().map(move |line| Movement {
-        key: format!("sale:{}:{}", hold.id.uuid, line.product),
-        product: line.product,
-        delta: -i64::from(line.quantity),
-        reason: "SALE",
-        order: Some(hold.id.uuid.to_string()),
-        note: None,
-        at: hold.confirmed_at.unwrap_or(hold.created_at),
+    let at = hold.confirmed_at.unwrap_or(hold.created_at);
+    hold.lines.iter().flat_map(move |line| {
+        let in_stock = i64::from(line.quantity - line.backordered);
+        let sale = (in_stock > 0).then(|| Movement {
+            ledger: Ledger::Stock,
+            key: format!("sale:{}:{}", hold.id.uuid, line.product),
+            product: line.product,
+            delta: -in_stock,
+            reason: "SALE",
+            order: Some(hold.id.uuid.to_string()),
+            note: None,
+            at,
+        });
+        let booked = (line.backordered > 0).then(|| Movement {
+            ledger: Ledger::Backorder,
+            key: format!("backordered:{}:{}", hold.id.uuid, line.product),
+            product: line.product,
+            delta: i64::from(line.backordered),
+            reason: "BACKORDERED",
+            order: Some(hold.id.uuid.to_string()),
+            note: None,
+            at,
+        });
+        sale.into_iter().chain(booked)
     })
+}
+
+/// Units of a restock handed to a pre-order: they leave stock as a sale would, and the
+/// order's pre-ordered count falls by as much.
+fn fill(filled: &BackorderFilled) -> [Movement<'static>; 2] {
+    let key = format!(
+        "fill:{}:{}:{}",
+        filled.restock, filled.order.uuid, filled.product
+    );
+    let movement = |ledger, reason, key| Movement {
+        ledger,
+        key,
+        product: filled.product,
+        delta: -filled.units,
+        reason,
+        order: Some(filled.order.uuid.to_string()),
+        note: None,
+        at: filled.at,
+    };
+    [
+        movement(Ledger::Stock, "BACKORDER_FILLED", key.clone()),
+        movement(Ledger::Backorder, "FILLED", key),
+    ]
 }
 
 fn restock(restock: &Restock) -> Movement<'_> {
     Movement {
+        ledger: Ledger::Stock,
         key: format!("restock:{}", restock.id),
         product: restock.product,
         delta: restock.units,
@@ -138,11 +210,14 @@ async fn record_one(
         return Ok(true);
     }
     // IGNORE also swallows a broken foreign key: make sure it was the duplicate key.
-    let exists: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements WHERE movement_key = ?")
-            .bind(&movement.key)
-            .fetch_one(&mut **tx)
-            .await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE movement_key = ?",
+        movement.ledger.table()
+    );
+    let exists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&movement.key)
+        .fetch_one(&mut **tx)
+        .await?;
     anyhow::ensure!(
         exists == 1,
         "ledger row {} was refused (unknown product {}?)",
@@ -152,7 +227,8 @@ async fn record_one(
     Ok(false)
 }
 
-/// `INSERT IGNORE`s the rows; returns how many were added (duplicates count 0).
+/// `INSERT IGNORE`s the rows (all of one ledger); returns how many were added
+/// (duplicates count 0).
 async fn insert_ignore(
     tx: &mut Transaction<'_, MySql>,
     rows: &[Movement<'_>],
@@ -160,8 +236,9 @@ async fn insert_ignore(
     let mut inserted = 0;
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT IGNORE INTO stock_movements \
+            "INSERT IGNORE INTO {} \
              (movement_key, product_id, delta, reason, order_id, note, created_at) VALUES {}",
+            chunk[0].ledger.table(),
             placeholders(chunk.len(), 7)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -180,7 +257,7 @@ async fn insert_ignore(
     Ok(inserted)
 }
 
-/// Writes the ledger rows and returns the movements that are new. The common case, all
+/// Writes the ledger rows (all of one ledger) and returns the movements that are new. The common case, all
 /// new, takes one statement; when the count falls short (a replay), the statement is
 /// undone and each row is tried alone, so every delta is known to be new or not.
 async fn record<'m>(
@@ -230,28 +307,67 @@ pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
         .filter(|hold| hold.status == OrderStatus::Confirmed)
         .flat_map(|hold| sales(hold))
         .collect();
-    movements.extend(events.iter().filter_map(|event| match event {
-        OutboxEvent::Restock(r) => Some(restock(r)),
-        OutboxEvent::Order(_) => None,
-    }));
+    for event in events {
+        match event {
+            OutboxEvent::Restock(r) => movements.push(restock(r)),
+            OutboxEvent::BackorderFilled(filled) => movements.extend(fill(filled)),
+            OutboxEvent::Order(_) => {}
+        }
+    }
+    let (stock_moves, backorder_moves): (Vec<_>, Vec<_>) = movements
+        .into_iter()
+        .partition(|movement| movement.ledger == Ledger::Stock);
 
     let mut tx = db.begin().await?;
     upsert_orders(&mut tx, &orders).await?;
     insert_lines(&mut tx, &orders).await?;
+    let new_stock = record(&mut tx, &stock_moves).await?;
+    apply_deltas(&mut tx, Ledger::Stock, &new_stock).await?;
+    let new_backorders = record(&mut tx, &backorder_moves).await?;
+    apply_deltas(&mut tx, Ledger::Backorder, &new_backorders).await?;
+    for movement in new_backorders.iter().filter(|m| m.reason == "FILLED") {
+        let matched = sqlx::query(
+            "UPDATE order_items SET backordered_quantity = backordered_quantity + ? \
+             WHERE order_id = ? AND product_id = ?",
+        )
+        .bind(movement.delta)
+        .bind(movement.order.as_deref())
+        .bind(movement.product.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        anyhow::ensure!(
+            matched == 1,
+            "filled pre-order {:?} has no line for product {}",
+            movement.order,
+            movement.product
+        );
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds the new movements' deltas to the ledger's column of `products`: one UPDATE per
+/// product, in id order, so two flushers never lock rows crosswise.
+async fn apply_deltas(
+    tx: &mut Transaction<'_, MySql>,
+    ledger: Ledger,
+    movements: &[&Movement<'_>],
+) -> anyhow::Result<()> {
     let mut deltas: BTreeMap<ProductId, i64> = BTreeMap::new();
-    for movement in record(&mut tx, &movements).await? {
+    for movement in movements {
         *deltas.entry(movement.product).or_default() += movement.delta;
     }
-    // One UPDATE per product, in id order, so two flushers never lock rows crosswise.
+    let column = ledger.column();
+    let sql = format!("UPDATE products SET {column} = {column} + ? WHERE id = ?");
     for (product, delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {
-        let matched = sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
+        let matched = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(delta)
             .bind(product.0)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
         anyhow::ensure!(matched == 1, "product {product} is not in MySQL");
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod auth;
+mod backorder;
 mod cli;
 mod expiry;
 mod flush;
