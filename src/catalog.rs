@@ -1,7 +1,7 @@
 //! What lockOrder needs to know about products (store, price), held in process so the
-//! hot path makes no MySQL round trip. Loaded at start, and from MySQL on a miss or once
-//! an entry is older than `FRESH_FOR`, so an ADMIN's change to a price reaches every
-//! instance within that time. What the lock script enforces (the per-customer limit,
+//! hot path rarely makes a MySQL round trip. Loaded at start, and from MySQL on a miss or
+//! once an entry is older than `FRESH_FOR`, so an ADMIN's change to a price reaches every
+//! instance within that time. When MySQL is slow or down, the last known rows serve. What the lock script enforces (the per-customer limit,
 //! pre-order capacity) is not taken from here: it lives in Redis (`lua/terms.lua`).
 //! Loading a product also seeds its Redis stock and terms where Redis has none.
 
@@ -15,6 +15,9 @@ use crate::hold::{HoldEngine, SeedProduct};
 
 /// How long a cached product is used before MySQL is asked again.
 const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Longest wait for a refresh of products seen before; past it (MySQL slow or down) the
+/// last known rows serve, and MySQL is not asked again for FRESH_FOR.
+const REFRESH_WAIT: Duration = Duration::from_millis(250);
 
 struct Cached {
     row: Arc<ProductRow>,
@@ -25,6 +28,8 @@ pub struct Catalog {
     db: Db,
     engine: HoldEngine,
     products: RwLock<HashMap<ProductId, Cached>>,
+    /// Set when a refresh failed: until then, stale rows serve without asking MySQL.
+    refresh_paused_until: RwLock<Option<Instant>>,
 }
 
 impl Catalog {
@@ -33,6 +38,7 @@ impl Catalog {
             db,
             engine,
             products: RwLock::default(),
+            refresh_paused_until: RwLock::default(),
         }
     }
 
@@ -79,6 +85,8 @@ impl Catalog {
     ) -> anyhow::Result<HashMap<ProductId, Arc<ProductRow>>> {
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
+        // Entries past FRESH_FOR, kept in case MySQL cannot be asked right now.
+        let mut stale = HashMap::new();
         {
             let cache = self.products.read().expect("catalog lock poisoned");
             for id in ids {
@@ -86,18 +94,62 @@ impl Catalog {
                     Some(cached) if cached.loaded.elapsed() < FRESH_FOR => {
                         found.insert(*id, Arc::clone(&cached.row));
                     }
-                    _ => missing.push(*id),
+                    Some(cached) => {
+                        stale.insert(*id, Arc::clone(&cached.row));
+                        missing.push(*id);
+                    }
+                    None => missing.push(*id),
                 }
             }
         }
-        if !missing.is_empty() {
-            let rows = db::catalog::products_by_ids(&self.db, &missing).await?;
-            for row in &rows {
-                found.insert(row.id, Arc::new(row.clone()));
-            }
-            self.remember(rows).await?;
+        if missing.is_empty() {
+            return Ok(found);
         }
+        // The sale goes on while MySQL is away: products seen before keep their last
+        // known price and name until MySQL answers again.
+        let only_stale = stale.len() == missing.len();
+        let paused = self
+            .refresh_paused_until
+            .read()
+            .expect("catalog lock poisoned")
+            .is_some_and(|until| Instant::now() < until);
+        if only_stale && paused {
+            found.extend(stale);
+            return Ok(found);
+        }
+        let query = db::catalog::products_by_ids(&self.db, &missing);
+        let rows = if only_stale {
+            match tokio::time::timeout(REFRESH_WAIT, query).await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(error)) => return Ok(self.serve_stale(found, stale, &error)),
+                Err(_) => {
+                    let error = anyhow::anyhow!("no answer within {REFRESH_WAIT:?}");
+                    return Ok(self.serve_stale(found, stale, &error));
+                }
+            }
+        } else {
+            query.await?
+        };
+        for row in &rows {
+            found.insert(row.id, Arc::new(row.clone()));
+        }
+        self.remember(rows).await?;
         Ok(found)
+    }
+
+    fn serve_stale(
+        &self,
+        mut found: HashMap<ProductId, Arc<ProductRow>>,
+        stale: HashMap<ProductId, Arc<ProductRow>>,
+        error: &anyhow::Error,
+    ) -> HashMap<ProductId, Arc<ProductRow>> {
+        tracing::warn!(error = %error, "catalog refresh failed; the last known products serve");
+        *self
+            .refresh_paused_until
+            .write()
+            .expect("catalog lock poisoned") = Some(Instant::now() + FRESH_FOR);
+        found.extend(stale);
+        found
     }
 
     /// Forgets a product, so that the next lookup reads MySQL (after an ADMIN's change).

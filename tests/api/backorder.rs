@@ -423,3 +423,40 @@ async fn an_admin_changes_terms_partially_and_the_lock_script_enforces_them_at_o
     );
     assert_flushed_and_audited(&app).await;
 }
+
+#[tokio::test]
+async fn accepting_a_preorder_is_part_of_the_idempotency_fingerprint() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product_with_backorders(store, 100, 0, None, 4)
+        .await;
+    let (_, buyer) = app.create_customer().await;
+    let keyed = "mutation($items: [OrderLineInput!]!, $backorder: Boolean) {
+        lockOrder(input: { items: $items, allowBackorder: $backorder, idempotencyKey: \"k-1\" }) {
+            order { id lines { backorderedQuantity } } errors { code orderId } } }";
+    let items = json!([{ "productId": product.to_string(), "quantity": 1 }]);
+    let send = |backorder: bool| {
+        let variables = json!({ "items": items.clone(), "backorder": backorder });
+        let (app, buyer) = (&app, &buyer);
+        async move {
+            data(
+                app.graphql(keyed, variables, Some(buyer)).await,
+                "lockOrder",
+            )
+        }
+    };
+    let first = send(true).await;
+    let order = first["order"]["id"].clone();
+    assert_eq!(
+        first["order"]["lines"][0]["backorderedQuantity"], 1,
+        "{first}"
+    );
+    let retried = send(true).await;
+    assert_eq!(retried["order"]["id"], order);
+    let other = send(false).await;
+    assert!(other["order"].is_null());
+    assert_eq!(other["errors"][0]["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(other["errors"][0]["orderId"], order);
+    assert_redis_invariants(&app, store, product, 0).await;
+}
