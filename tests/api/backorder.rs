@@ -460,3 +460,96 @@ async fn accepting_a_preorder_is_part_of_the_idempotency_fingerprint() {
     assert_eq!(other["errors"][0]["orderId"], order);
     assert_redis_invariants(&app, store, product, 0).await;
 }
+
+#[tokio::test]
+async fn buyers_without_the_flag_never_get_a_preorder_and_expired_preorders_return_to_capacity() {
+    let app = spawn_app_with(TestOptions::default().arg("hold-ttl", "1s")).await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product_with_backorders(store, 100, 3, None, 3)
+        .await;
+    let mut buyers = Vec::new();
+    for i in 0..12 {
+        buyers.push((app.create_customer().await.1, i % 2 == 0));
+    }
+    let payloads = join_all(
+        buyers
+            .iter()
+            .map(|(token, flag)| lock(&app, token, product, 1, *flag)),
+    )
+    .await;
+    let (mut in_stock, mut preordered) = (0, 0);
+    for (payload, (_, flag)) in payloads.iter().zip(&buyers) {
+        if payload["order"].is_null() {
+            assert_eq!(
+                payload["errors"][0]["code"], "INSUFFICIENT_STOCK",
+                "{payload}"
+            );
+            continue;
+        }
+        match payload["order"]["lines"][0]["backorderedQuantity"].as_i64() {
+            Some(0) => in_stock += 1,
+            Some(1) => {
+                assert!(
+                    *flag,
+                    "a buyer without allowBackorder got a pre-order: {payload}"
+                );
+                preordered += 1;
+            }
+            other => panic!("unexpected line {other:?}: {payload}"),
+        }
+    }
+    assert_eq!(in_stock, 3);
+    assert_eq!(preordered, 3, "six willing buyers, three pre-order units");
+    assert_redis_invariants(&app, store, product, 3).await;
+
+    // Unpaid, every hold expires: stock goes back to the sale, pre-orders to capacity.
+    let started = Instant::now();
+    while app.held(store, product).await > 0 || app.available(store, product).await < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "holds never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = data(
+        app.graphql(PRODUCT, json!({ "id": product.to_string() }), None)
+            .await,
+        "product",
+    );
+    assert_eq!(shown["available"], 3);
+    assert_eq!(shown["backorderAvailable"], 3);
+    assert_redis_invariants(&app, store, product, 3).await;
+}
+
+#[tokio::test]
+async fn create_product_takes_a_backorder_limit_and_refuses_a_negative_one() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    let store = app.create_store().await;
+    let (_, admin) = app.create_admin().await;
+    let create = "mutation($input: CreateProductInput!) {
+        createProduct(input: $input) {
+            product { id available backorderLimit backorderAvailable } errors { code field } } }";
+    let input = |name: &str, limit: i64| {
+        json!({ "input": { "storeId": store.to_string(), "name": name, "priceCents": 100,
+                           "stock": 2, "backorderLimit": limit } })
+    };
+    let made = data(
+        app.graphql(create, input("Pre", 7), Some(&admin)).await,
+        "createProduct",
+    );
+    assert_eq!(made["product"]["backorderLimit"], 7, "{made}");
+    assert_eq!(made["product"]["backorderAvailable"], 7);
+    assert_eq!(made["product"]["available"], 2);
+    let refused = data(
+        app.graphql(create, input("Bad", -1), Some(&admin)).await,
+        "createProduct",
+    );
+    assert!(refused["product"].is_null());
+    assert_eq!(refused["errors"][0]["field"], "backorderLimit");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE name = 'Bad'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing was written");
+}
