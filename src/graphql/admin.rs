@@ -57,6 +57,13 @@ fn invalid_quantity(field: &str, message: &str) -> ProductPayload {
     )
 }
 
+fn product_not_found() -> ProductPayload {
+    ProductPayload::failed(
+        OrderError::new(OrderErrorCode::ProductNotFound, "no product has this id")
+            .with_field("productId"),
+    )
+}
+
 fn product_name(raw: &str) -> Option<&str> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -149,14 +156,8 @@ impl AdminMutation {
     ) -> async_graphql::Result<ProductPayload> {
         ctx.admin()?;
         let app = ctx.app();
-        let not_found = || {
-            ProductPayload::failed(
-                OrderError::new(OrderErrorCode::ProductNotFound, "no product has this id")
-                    .with_field("productId"),
-            )
-        };
         let Some(id) = ProductId::parse(&product_id) else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         if !(1..=MAX_STOCK_UNITS).contains(&quantity) {
             return Ok(invalid_quantity(
@@ -172,7 +173,7 @@ impl AdminMutation {
         }
         let products = app.catalog.products(&[id]).await.map_err(|e| ctx.fail(e))?;
         let Some(row) = products.get(&id) else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         let restock_id = uuid::Uuid::now_v7().to_string();
         let units = quantity as u32;
@@ -220,14 +221,8 @@ impl AdminMutation {
     ) -> async_graphql::Result<ProductPayload> {
         let admin = ctx.admin()?;
         let app = ctx.app();
-        let not_found = || {
-            ProductPayload::failed(
-                OrderError::new(OrderErrorCode::ProductNotFound, "no product has this id")
-                    .with_field("productId"),
-            )
-        };
         let Some(id) = ProductId::parse(&input.product_id) else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         let name = match input.name.as_deref() {
             Some(raw) => Some(
@@ -274,7 +269,7 @@ impl AdminMutation {
             .await
             .map_err(|e| ctx.fail(e))?
         else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         let row = match row {
             Ok(row) => row,
