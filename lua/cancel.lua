@@ -7,6 +7,7 @@
 -- ARGV[1]  order id          ARGV[2]  user id of the caller
 -- ARGV[3]  '1' when the caller is an ADMIN (may cancel anyone's hold), else '0'
 -- ARGV[4]  retention of a finished hold (ms)
+-- ARGV[5..9] the waitlist hand-over's settings and spare order ids (see read_waitlist)
 --
 -- Replies:
 --   {'CANCELLED'}         released now
@@ -18,6 +19,7 @@
 local hold_key, marker_key = KEYS[STORE_KEYS + 1], KEYS[STORE_KEYS + 2]
 local order_id, user, is_admin = ARGV[1], ARGV[2], ARGV[3] == '1'
 local retention_ms = tonumber(ARGV[4])
+read_waitlist(5)
 
 local status, owner, held_until =
   unpack(redis.call('HMGET', hold_key, 'status', 'user', 'held_until'))

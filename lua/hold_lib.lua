@@ -20,6 +20,12 @@
 --   KEYS[12] terms        HASH "<pid>:max" -> per-customer limit (0 = none),
 --                              "<pid>:bo" -> backorder limit; written by the catalog and terms.lua
 -- Per product: backorder + bo_held + bo_sold == terms[<pid>:bo].
+-- The waitlist (customers waiting for returning units):
+--   KEYS[13] wl_queue     ZSET (all scores 0) "<pid>:<seq, 12 digits>:<user>", first come
+--                              first served per product by ZRANGEBYLEX
+--   KEYS[14] wl_entry     HASH "<pid>:<user>" -> "<seq>:<quantity>:<deadline ms>:<unit price>",
+--                              "<pid>:<user>:skip" -> why the entry was last passed over
+--                              (LIMIT or HOLD_CAP), "#seq" -> the join counter
 -- A script's own keys follow from KEYS[STORE_KEYS + 1].
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
 --
@@ -34,8 +40,9 @@ local store = {
   bought = KEYS[4], deadlines = KEYS[5], outbox = KEYS[6],
   backorder = KEYS[7], bo_held = KEYS[8], bo_sold = KEYS[9],
   bo_queue = KEYS[10], bo_open = KEYS[11], terms = KEYS[12],
+  wl_queue = KEYS[13], wl_entry = KEYS[14],
 }
-local STORE_KEYS = 12
+local STORE_KEYS = 14
 
 -- Redis's clock, never the app's: every instance agrees on when a hold is due.
 local function now_ms()
@@ -158,6 +165,97 @@ local function append_order_event(order_id, hold_key)
   return redis.call(unpack(args))
 end
 
+-- ---------------------------------------------------------------------------------
+-- Waitlist hand-over. A script that releases units sets `waitlist` from its ARGV with
+-- `read_waitlist(i)`; `release` and restock.lua then hand what came back to the head
+-- of the product's waitlist before the script ends, so no other buyer ever sees it.
+-- ARGV[i] hold TTL (ms)  ARGV[i+1] hold cap (0 = none)  ARGV[i+2] store id
+-- ARGV[i+3] prefix of the store's hold keys  ARGV[i+4] spare order ids, comma-separated
+local waitlist = nil
+
+local function read_waitlist(i)
+  local ids = {}
+  for id in string.gmatch(ARGV[i + 4] or '', '[^,]+') do
+    ids[#ids + 1] = id
+  end
+  waitlist = {
+    hold_ttl = tonumber(ARGV[i]), cap = tonumber(ARGV[i + 1]), store_id = ARGV[i + 2],
+    prefix = ARGV[i + 3], ids = ids, next = 1,
+  }
+end
+
+local function drop_entry(member, field)
+  redis.call('ZREM', store.wl_queue, member)
+  redis.call('HDEL', store.wl_entry, field, field .. ':skip')
+end
+
+-- A HELD order of `qty` units of `pid` for `user`, made from a waitlist entry.
+-- The price is the one the customer joined at.
+local function hold_for_waiter(user, pid, qty, price, now)
+  local order_id = waitlist.ids[waitlist.next]
+  waitlist.next = waitlist.next + 1
+  local held_until = now + waitlist.hold_ttl
+  local hold_key = waitlist.prefix .. order_id
+  local fields = {
+    'user', user, 'store', waitlist.store_id, 'lines', encode_line(pid, qty, price, 0),
+    'total', int(qty * price), 'status', 'HELD', 'created', int(now),
+    'held_until', int(held_until), 'idem', '', 'version', 1, 'waitlist', '1',
+  }
+  incr(store.stock, pid, -qty)
+  incr(store.held, pid, qty)
+  redis.call('HINCRBY', store.bought, user .. ':' .. pid, qty)
+  redis.call('HINCRBY', store.bought, holds_field(user), 1)
+  redis.call('HSET', hold_key, unpack(fields))
+  redis.call('SET', hold_key .. ':ttl', '1', 'PX', waitlist.hold_ttl)
+  redis.call('ZADD', store.deadlines, held_until, order_id)
+  redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, unpack(fields))
+end
+
+-- Hands available units of `pid` to its waitlist, first come first served: the first
+-- entry they can fill whole gets them (the head keeps its place when they cannot).
+-- Expired entries leave as they are met; an entry whose customer is at a limit is
+-- passed over and told why.
+local function feed_waitlist(pid, now)
+  if not waitlist then
+    return
+  end
+  local available = tonumber(redis.call('HGET', store.stock, pid) or '0')
+  if available <= 0 then
+    return
+  end
+  local limit = tonumber(redis.call('HGET', store.terms, pid .. ':max') or '0')
+  local members = redis.call('ZRANGEBYLEX', store.wl_queue, '[' .. pid .. ':', '[' .. pid .. ':~')
+  for _, member in ipairs(members) do
+    if available <= 0 or waitlist.next > #waitlist.ids then
+      return
+    end
+    local user = string.match(member, '^%d+:%d+:(%d+)$')
+    local field = pid .. ':' .. user
+    local entry = redis.call('HGET', store.wl_entry, field)
+    local qty, deadline, price
+    if entry then
+      qty, deadline, price = string.match(entry, '^%d+:(%d+):(%d+):(%d+)$')
+      qty, deadline, price = tonumber(qty), tonumber(deadline), tonumber(price)
+    end
+    if not entry or now >= deadline then
+      drop_entry(member, field)
+    elseif qty <= available then
+      local bought = tonumber(redis.call('HGET', store.bought, field) or '0')
+      local holds = tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0')
+      if limit > 0 and bought + qty > limit then
+        redis.call('HSET', store.wl_entry, field .. ':skip', 'LIMIT')
+      elseif waitlist.cap > 0 and holds >= waitlist.cap then
+        redis.call('HSET', store.wl_entry, field .. ':skip', 'HOLD_CAP')
+      else
+        hold_for_waiter(user, pid, qty, price, now)
+        drop_entry(member, field)
+        available = available - qty
+      end
+    end
+  end
+end
+-- ---------------------------------------------------------------------------------
+
 -- Moves a HELD hold to a terminal status and gives every unit back to the sale (or to
 -- pre-order capacity).
 -- Callers check that the hold is HELD; this is the only place stock returns from a hold.
@@ -182,4 +280,8 @@ local function release(order_id, hold_key, status, now, retention_ms)
   append_order_event(order_id, hold_key)
   -- After the event: the event must carry the hold's fields whatever the retention.
   redis.call('PEXPIRE', hold_key, retention_ms)
+  -- Last: the released order's event goes first, then the hand-overs it made possible.
+  each_line(redis.call('HGET', hold_key, 'lines'), function(pid)
+    feed_waitlist(pid, now)
+  end)
 end

@@ -9,13 +9,16 @@
 -- ARGV[4]  reason text ('' when none)
 -- ARGV[5]  the prefix of the store's hold keys ("<prefix>:{store:<id>}:hold:"); a filled
 --          order's hold, while the store keeps it, shows its new pre-ordered count
+-- ARGV[6..10] the waitlist hand-over's settings and spare order ids (see read_waitlist):
+--          after the pre-orders, the waitlist is fed before anything becomes available
 --
 -- Replies:
---   {'RESTOCKED', available_after, units_to_backorders}
+--   {'RESTOCKED', available_after, units_to_backorders}   (after the waitlist's share)
 --   {'UNKNOWN'}    no stock entry in Redis yet: initialise and retry
 
 local pid, units, restock_id, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local hold_prefix = ARGV[5]
+read_waitlist(6)
 if redis.call('HEXISTS', store.stock, pid) == 0 then
   return { 'UNKNOWN' }
 end
@@ -26,5 +29,6 @@ local filled = fill_backorders(pid, units, restock_id, now, function(order_id)
   return hold_prefix .. order_id
 end)
 incr(store.stock, pid, units - filled)
+feed_waitlist(pid, now)
 local available = tonumber(redis.call('HGET', store.stock, pid))
 return { 'RESTOCKED', available, filled }

@@ -9,6 +9,7 @@ mod orders;
 mod pagination;
 mod text;
 mod users;
+mod waitlist;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 
@@ -20,13 +21,19 @@ pub use limits::Limits as SchemaLimits;
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQuery, catalog::CatalogQuery, orders::OrderQuery);
+pub struct QueryRoot(
+    users::UserQuery,
+    catalog::CatalogQuery,
+    orders::OrderQuery,
+    waitlist::WaitlistQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     users::UserMutation,
     orders::OrderMutation,
     admin::AdminMutation,
+    waitlist::WaitlistMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

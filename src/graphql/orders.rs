@@ -69,6 +69,11 @@ impl Order {
             .collect()
     }
 
+    /// Made for the customer at the head of the product's waitlist when units came back.
+    async fn from_waitlist(&self) -> bool {
+        self.0.from_waitlist
+    }
+
     async fn total_cents(&self) -> i64 {
         self.0.total_cents
     }

@@ -146,6 +146,35 @@ pub struct HoldEngine {
     idempotency_ttl_ms: u64,
     retention_ms: u64,
     max_holds_per_customer: u32,
+    waitlist_ttl_ms: u64,
+}
+
+/// Order ids a release script may give to waitlisted customers: at most this many
+/// hand-overs per release (each is a whole entry, so usually one per unit or more).
+const SPARE_ORDER_IDS: usize = 32;
+
+/// The result of joining a waitlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined(u32),
+    /// The customer already waits for this product, at this position.
+    Already(u32),
+    /// `available` units can be held right now: use lockOrder.
+    NotSoldOut(i64),
+    /// The per-customer limit allows only this many more units.
+    Limit(i64),
+    TooManyHolds(u32),
+    Uninitialised,
+}
+
+/// One waitlist entry of a customer, as Redis has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitlistEntry {
+    pub product: ProductId,
+    pub quantity: u32,
+    pub position: u32,
+    /// Why a hand-over last passed this entry over (`LIMIT`, `HOLD_CAP`).
+    pub skipped: Option<String>,
 }
 
 /// How long holds last and how many a customer may have; the engine's settings.
@@ -156,6 +185,8 @@ pub struct HoldSettings {
     pub retention: Duration,
     /// Most HELD holds one customer may have in one store; 0: no cap.
     pub max_holds_per_customer: u32,
+    /// How long a waitlist entry waits before it is dropped.
+    pub waitlist_ttl: Duration,
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -194,7 +225,97 @@ impl HoldEngine {
             idempotency_ttl_ms: ms(settings.idempotency_ttl),
             retention_ms: ms(settings.retention),
             max_holds_per_customer: settings.max_holds_per_customer,
+            waitlist_ttl_ms: ms(settings.waitlist_ttl),
         }
+    }
+
+    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`).
+    fn waitlist_args(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        store: StoreId,
+        ids: usize,
+    ) {
+        let spare: Vec<String> = (0..ids).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        invocation
+            .arg(self.hold_ttl_ms)
+            .arg(self.max_holds_per_customer)
+            .arg(store.0)
+            .arg(self.keys.hold_prefix(store))
+            .arg(spare.join(","));
+    }
+
+    /// Puts the customer on the product's waitlist (at `unit_price_cents`).
+    pub async fn join_waitlist(
+        &self,
+        store: StoreId,
+        user: UserId,
+        product: ProductId,
+        quantity: u32,
+        unit_price_cents: i64,
+    ) -> anyhow::Result<JoinOutcome> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation
+            .arg("JOIN")
+            .arg(user.0)
+            .arg(product.0)
+            .arg(quantity)
+            .arg(unit_price_cents)
+            .arg(self.waitlist_ttl_ms)
+            .arg(self.max_holds_per_customer);
+        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(match reply.split_first() {
+            Some((tag, [n])) if tag == "JOINED" => JoinOutcome::Joined(n.parse()?),
+            Some((tag, [n])) if tag == "ALREADY" => JoinOutcome::Already(n.parse()?),
+            Some((tag, [n])) if tag == "NOT_SOLD_OUT" => JoinOutcome::NotSoldOut(n.parse()?),
+            Some((tag, [n])) if tag == "LIMIT" => JoinOutcome::Limit(n.parse()?),
+            Some((tag, [n])) if tag == "TOO_MANY_HOLDS" => JoinOutcome::TooManyHolds(n.parse()?),
+            Some((tag, [])) if tag == "UNKNOWN" => JoinOutcome::Uninitialised,
+            _ => return Err(unexpected(&reply)),
+        })
+    }
+
+    /// Takes the customer off the product's waitlist; false when there was no entry.
+    pub async fn leave_waitlist(
+        &self,
+        store: StoreId,
+        user: UserId,
+        product: ProductId,
+    ) -> anyhow::Result<bool> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation.arg("LEAVE").arg(user.0).arg(product.0);
+        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        match reply.as_slice() {
+            [tag] if tag == "LEFT" => Ok(true),
+            [tag] if tag == "NOT_FOUND" => Ok(false),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// The customer's live waitlist entries in one store, with exact positions.
+    pub async fn waitlist_of(
+        &self,
+        store: StoreId,
+        user: UserId,
+    ) -> anyhow::Result<Vec<WaitlistEntry>> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation.arg("MINE").arg(user.0);
+        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        reply
+            .chunks(4)
+            .map(|group| match group {
+                [product, quantity, position, skipped] => Ok(WaitlistEntry {
+                    product: ProductId::parse(product).ok_or_else(|| unexpected(&reply))?,
+                    quantity: quantity.parse()?,
+                    position: position.parse()?,
+                    skipped: Some(skipped.clone()).filter(|s| !s.is_empty()),
+                }),
+                _ => Err(unexpected(&reply)),
+            })
+            .collect()
     }
 
     pub fn keys(&self) -> &KeySpace {
@@ -299,6 +420,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
+        self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
         let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => CancelOutcome::Cancelled,
@@ -333,6 +455,7 @@ impl HoldEngine {
         let mut invocation = SCRIPTS.expire.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation.arg(self.retention_ms);
+        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS + orders.len());
         for order in orders {
             debug_assert_eq!(order.store, store);
             invocation
@@ -360,6 +483,7 @@ impl HoldEngine {
             .arg(restock_id)
             .arg(reason)
             .arg(self.keys.hold_prefix(store));
+        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS);
         let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
         match reply.as_slice() {
             [tag, available, filled] if tag == "RESTOCKED" => Ok(Some(Restocked {

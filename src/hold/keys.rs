@@ -29,10 +29,14 @@ pub struct StoreKeys {
     pub backorder_open: String,
     /// "<product>:max" (per-customer limit, 0 = none) and "<product>:bo" (backorder limit).
     pub terms: String,
+    /// Waitlist entries in join order, per product.
+    pub waitlist_queue: String,
+    /// Waitlist entries: quantity, deadline, price, and why one was passed over.
+    pub waitlist_entries: String,
 }
 
 impl StoreKeys {
-    pub fn all(&self) -> [&str; 12] {
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.stock,
             &self.held,
@@ -46,6 +50,8 @@ impl StoreKeys {
             &self.backorder_queue,
             &self.backorder_open,
             &self.terms,
+            &self.waitlist_queue,
+            &self.waitlist_entries,
         ]
     }
 }
@@ -79,6 +85,8 @@ impl KeySpace {
             backorder_queue: self.store_key(store, "bo_queue"),
             backorder_open: self.store_key(store, "bo_open"),
             terms: self.store_key(store, "terms"),
+            waitlist_queue: self.store_key(store, "wl_queue"),
+            waitlist_entries: self.store_key(store, "wl_entry"),
         }
     }
 

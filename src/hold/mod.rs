@@ -8,8 +8,9 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    BackorderFigures, CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, LockOutcome,
-    LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange, TermsOutcome,
+    BackorderFigures, CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, JoinOutcome,
+    LockOutcome, LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange, TermsOutcome,
+    WaitlistEntry,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

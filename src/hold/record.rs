@@ -31,6 +31,8 @@ pub struct Hold {
     pub idempotency_key: Option<IdempotencyKey>,
     /// 1 while HELD, 2 once terminal: the flusher never lets a lower version win.
     pub version: u32,
+    /// Made by a release script for the head of a waitlist, not by lockOrder.
+    pub from_waitlist: bool,
 }
 
 fn millis(raw: &str) -> Option<DateTime<Utc>> {
@@ -78,6 +80,7 @@ impl Hold {
             payment_reference: get("payment_ref").and_then(PaymentReference::parse),
             idempotency_key: get("idem").and_then(IdempotencyKey::parse),
             version: get("version")?.parse().ok()?,
+            from_waitlist: get("waitlist") == Some("1"),
         })
     }
 }

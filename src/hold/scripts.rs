@@ -19,6 +19,7 @@ pub struct Scripts {
     pub expire: Script,
     pub restock: Script,
     pub terms: Script,
+    pub waitlist: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -28,4 +29,5 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     expire: with_lib(include_str!("../../lua/expire.lua")),
     restock: with_lib(include_str!("../../lua/restock.lua")),
     terms: with_lib(include_str!("../../lua/terms.lua")),
+    waitlist: with_lib(include_str!("../../lua/waitlist.lua")),
 });

@@ -201,6 +201,7 @@ pub async fn lock_order(
             payment_reference: None,
             idempotency_key: request.idempotency_key,
             version: 1,
+            from_waitlist: false,
         }),
         LockOutcome::Existing(order) => match find_order(cx.db, cx.engine, order).await? {
             Some(hold) => Ok(hold),

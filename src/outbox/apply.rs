@@ -39,7 +39,8 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// The assignments run left to right and later ones see earlier results, so `version`
 /// is assigned last: every condition before it compares against the stored version.
 const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, total_cents, \
-     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, version) \
+     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, version, \
+     from_waitlist) \
      VALUES {rows} ON DUPLICATE KEY UPDATE \
      status = IF(VALUES(version) > version, VALUES(status), status), \
      confirmed_at = IF(VALUES(version) > version, VALUES(confirmed_at), confirmed_at), \
@@ -49,7 +50,7 @@ const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, 
 
 async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
     for chunk in orders.chunks(ROWS_PER_INSERT) {
-        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 12));
+        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 13));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for hold in chunk {
             query = query
@@ -64,7 +65,8 @@ async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sql
                 .bind(hold.confirmed_at.map(naive))
                 .bind(hold.finished_at.map(naive))
                 .bind(hold.payment_reference.as_ref().map(|p| p.as_str()))
-                .bind(hold.version);
+                .bind(hold.version)
+                .bind(hold.from_waitlist);
         }
         query.execute(&mut **tx).await?;
     }

@@ -12,3 +12,4 @@ mod helpers;
 mod hold;
 mod process;
 mod schema;
+mod waitlist;

@@ -50,3 +50,7 @@ CREATE TABLE product_changes (
     CONSTRAINT product_changes_product FOREIGN KEY (product_id) REFERENCES products (id),
     CONSTRAINT product_changes_user FOREIGN KEY (user_id) REFERENCES users (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- An order the service made for the head of a product's waitlist when units came back.
+ALTER TABLE orders
+    ADD COLUMN from_waitlist BOOLEAN NOT NULL DEFAULT FALSE AFTER version;
