@@ -358,3 +358,36 @@ async fn a_restock_fills_preorders_then_the_waitlist_then_the_sale() {
     assert_units_once(&app, store, product, 3).await;
     assert_flushed_and_audited(&app).await;
 }
+
+#[tokio::test]
+async fn a_customer_at_the_hold_cap_is_skipped_with_a_reason() {
+    let app = spawn_app_with(TestOptions::default().arg("max-holds-per-customer", 1)).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let other = app.create_product(store, 100, 5, None).await;
+    let (_, holder) = app.create_customer().await;
+    let (_, capped) = app.create_customer().await;
+    let (_, next) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(
+        join(&app, &capped, product, 1).await["entry"]["position"],
+        1
+    );
+    assert_eq!(join(&app, &next, product, 1).await["entry"]["position"], 2);
+    // Joined first, then took a hold elsewhere in the store: now at the cap.
+    assert!(!lock(&app, &capped, other).await["order"].is_null());
+
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    let skipped = mine(&app, &capped).await;
+    assert_eq!(skipped[0]["status"], "SKIPPED_HOLD_CAP", "{skipped:?}");
+    assert_eq!(skipped[0]["position"], 1);
+    assert!(
+        mine(&app, &next).await.is_empty(),
+        "the next entry got the unit"
+    );
+    assert_eq!(app.available(store, product).await, 0);
+    assert_units_once(&app, store, product, 1).await;
+    assert_units_once(&app, store, other, 5).await;
+}
