@@ -5,6 +5,7 @@
 // errors at the top level, both with HTTP 200.
 
 import http from 'k6/http';
+import crypto from 'k6/crypto';
 import { fail } from 'k6';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
@@ -13,6 +14,10 @@ export const ADMIN_EMAIL = __ENV.ADMIN_EMAIL || 'admin@example.com';
 export const ADMIN_PASSWORD = __ENV.ADMIN_PASSWORD || 'password123';
 export const STORE_ID = __ENV.STORE_ID || '1';
 export const PASSWORD = __ENV.BUYER_PASSWORD || 'flash-sale-pass';
+// Set to the service's PAYMENT_WEBHOOK_SECRET when it runs with PAYMENT_CONFIRMATION=webhook:
+// the scripts then pay like the payment provider would (see payOrder), a development aid.
+export const PAYMENT_WEBHOOK_SECRET = __ENV.PAYMENT_WEBHOOK_SECRET || '';
+export const WEBHOOK_URL = `${BASE_URL.replace(/\/$/, '')}/webhooks/payment`;
 
 // A tag for this run's emails and product names, so runs never collide.
 export function runTag() {
@@ -138,7 +143,7 @@ export function available(productId) {
 
 export const LOCK_ORDER = `mutation lockOrder($input: LockOrderInput!) {
   lockOrder(input: $input) {
-    order { id status heldUntil }
+    order { id status heldUntil totalCents }
     errors { code productId available }
   } }`;
 
@@ -176,4 +181,27 @@ export const CANCEL_ORDER = `mutation cancelOrder($id: ID!) {
 export function cancelOrder(token, orderId) {
   const result = gql(CANCEL_ORDER, { id: orderId }, token);
   return result.body && result.body.data ? result.body.data.cancelOrder : null;
+}
+
+// Pays for an order as the payment provider would (docs/PAYMENTS.md): a payment.succeeded
+// notification signed with PAYMENT_WEBHOOK_SECRET, HMAC-SHA256 over "<t>.<body>". Returns
+// { response, body }; a 200 body is { orderId, status }.
+export function payOrder(orderId, amountCents, eventId) {
+  if (!PAYMENT_WEBHOOK_SECRET) {
+    fail('payOrder needs PAYMENT_WEBHOOK_SECRET');
+  }
+  const payload = JSON.stringify({
+    id: eventId,
+    type: 'payment.succeeded',
+    orderId,
+    paymentReference: `pay-${eventId}`,
+    amountCents,
+  });
+  const t = Math.floor(Date.now() / 1000);
+  const signature = crypto.hmac('sha256', PAYMENT_WEBHOOK_SECRET, `${t}.${payload}`, 'hex');
+  const response = http.post(WEBHOOK_URL, payload, {
+    headers: { 'Content-Type': 'application/json', 'Flashstock-Signature': `t=${t},v1=${signature}` },
+    tags: { name: 'paymentWebhook' },
+  });
+  return { response, body: body(response) };
 }

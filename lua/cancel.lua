@@ -12,7 +12,8 @@
 -- Replies:
 --   {'CANCELLED'}         released now
 --   {'ALREADY'}           cancelled before; nothing changed
---   {'EXPIRED'}           past held_until (released now, or released before)
+--   {'EXPIRED'}           past held_until, released before
+--   {'EXPIRED', 'NOW'}    past held_until, released by this call
 --   {'NOT_FOUND'}         no such hold, or someone else's and the caller is no ADMIN
 --   {'INVALID', status}   CONFIRMED: nothing changed
 
@@ -39,7 +40,7 @@ end
 local now = now_ms()
 if now >= tonumber(held_until) then
   release(order_id, hold_key, 'EXPIRED', now, retention_ms)
-  return { 'EXPIRED' }
+  return { 'EXPIRED', 'NOW' }
 end
 release(order_id, hold_key, 'CANCELLED', now, retention_ms)
 redis.call('DEL', marker_key)

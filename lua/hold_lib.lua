@@ -28,12 +28,14 @@
 --                              (LIMIT or HOLD_CAP), "#seq" -> the join counter
 -- A script's own keys follow from KEYS[STORE_KEYS + 1].
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
+-- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
+-- carries the same hash tag without taking a KEYS slot (docs/LIVE.md).
 --
 -- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price[:backordered],..."
 -- where the 4th part, present only when > 0, is how many of the line's units are a
--- pre-order), total,
--- status, created, held_until, confirmed, finished, payment_ref, idem, version
--- (1 while HELD, 2 once terminal). Times are Unix milliseconds from Redis TIME.
+-- pre-order), total, status, created, held_until, confirmed, finished, payment_ref,
+-- confirmed_by, idem, version (1 while HELD, 2 once terminal), and waitlist ('1' on a
+-- hold handed over from the waitlist). Times are Unix milliseconds from Redis TIME.
 
 local store = {
   stock = KEYS[1], held = KEYS[2], sold = KEYS[3],
@@ -41,6 +43,7 @@ local store = {
   backorder = KEYS[7], bo_held = KEYS[8], bo_sold = KEYS[9],
   bo_queue = KEYS[10], bo_open = KEYS[11], terms = KEYS[12],
   wl_queue = KEYS[13], wl_entry = KEYS[14],
+  live = string.sub(KEYS[1], 1, -6) .. 'live',
 }
 local STORE_KEYS = 14
 
@@ -80,6 +83,14 @@ local function each_line(lines, fn)
   for pid, qty, price, bo in string.gmatch(lines, '(%d+):(%d+):(%d+):?(%d*)') do
     fn(pid, tonumber(qty), tonumber(price), tonumber(bo) or 0)
   end
+end
+
+-- The store's sequence, one more for every outbox event and carried in it as `seq`; MySQL
+-- keeps the highest it has flushed, so a Redis whose sequence is behind went back in time.
+-- The key is the outbox key plus ':seq' (same hash tag, so the same slot), derived here
+-- so that no script's KEYS change.
+local function next_seq()
+  return redis.call('INCR', store.outbox .. ':seq')
 end
 
 -- One line as a hold stores it: the pre-ordered part only when there is one.
@@ -141,7 +152,7 @@ local function fill_backorders(pid, units, restock_id, now, hold_key_of)
       redis.call('HINCRBY', store.sold, pid, fill)
       set_line_backordered(hold_key_of(order_id), pid, open - fill)
       redis.call('XADD', store.outbox, '*', 'type', 'backorder_filled', 'order', order_id,
-        'product', pid, 'units', fill, 'restock', restock_id, 'at', int(now))
+        'seq', next_seq(), 'product', pid, 'units', fill, 'restock', restock_id, 'at', int(now))
     end
     if open - fill <= 0 then
       redis.call('HDEL', store.bo_open, open_field)
@@ -157,12 +168,30 @@ end
 -- Appends the hold's whole current state, so the flusher can upsert it without
 -- reading anything else and a replayed or reordered event is harmless.
 local function append_order_event(order_id, hold_key)
-  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id }
+  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq() }
   local fields = redis.call('HGETALL', hold_key)
   for i = 1, #fields do
     args[#args + 1] = fields[i]
   end
   return redis.call(unpack(args))
+end
+
+-- Tells live subscribers what changed, in the same atomic step as the change. One
+-- message of space-separated words (docs/LIVE.md):
+--   <order id> <user id> <order status> <product>=<available> ...
+-- with '-' for the first three when no order changed (a restock or a snapshot).
+-- PUBLISH reaches every node of a cluster; SPUBLISH is the sharded, slot-local form.
+local function publish_change(order_id, user, status, pids)
+  local words = { order_id, user, status }
+  if #pids > 0 then
+    local available = redis.call('HMGET', store.stock, unpack(pids))
+    for i = 1, #pids do
+      if available[i] then
+        words[#words + 1] = pids[i] .. '=' .. available[i]
+      end
+    end
+  end
+  redis.call('PUBLISH', store.live, table.concat(words, ' '))
 end
 
 -- ---------------------------------------------------------------------------------
@@ -208,7 +237,9 @@ local function hold_for_waiter(user, pid, qty, price, now)
   redis.call('HSET', hold_key, unpack(fields))
   redis.call('SET', hold_key .. ':ttl', '1', 'PX', waitlist.hold_ttl)
   redis.call('ZADD', store.deadlines, held_until, order_id)
-  redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, unpack(fields))
+  append_order_event(order_id, hold_key)
+  -- Live subscribers see the hand-over as they see any new hold (lock.lua).
+  publish_change(order_id, user, 'HELD', { pid })
 end
 
 -- Hands available units of `pid` to its waitlist, first come first served: the first
@@ -261,7 +292,9 @@ end
 -- Callers check that the hold is HELD; this is the only place stock returns from a hold.
 local function release(order_id, hold_key, status, now, retention_ms)
   local user = redis.call('HGET', hold_key, 'user')
+  local pids = {}
   each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty, _, bo)
+    pids[#pids + 1] = pid
     -- In-stock units go back to the sale, pre-ordered ones back to pre-order capacity.
     incr(store.stock, pid, qty - bo)
     incr(store.held, pid, -(qty - bo))
@@ -278,6 +311,7 @@ local function release(order_id, hold_key, status, now, retention_ms)
   redis.call('HSET', hold_key, 'status', status, 'finished', int(now), 'version', 2)
   redis.call('ZREM', store.deadlines, order_id)
   append_order_event(order_id, hold_key)
+  publish_change(order_id, user, status, pids)
   -- After the event: the event must carry the hold's fields whatever the retention.
   redis.call('PEXPIRE', hold_key, retention_ms)
   -- Last: the released order's event goes first, then the hand-overs it made possible.

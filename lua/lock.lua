@@ -144,7 +144,9 @@ if idem_key then
 end
 -- The hold was just written from `fields`: append them as they are instead of reading
 -- the hash back (this is the hottest script).
-redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, unpack(fields))
+redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq(),
+  unpack(fields))
+publish_change(order_id, user, 'HELD', pids)
 local reply = { 'HELD', now, held_until }
 for i = 1, n do
   if backordered[i] > 0 then

@@ -23,12 +23,15 @@ if redis.call('HEXISTS', store.stock, pid) == 0 then
   return { 'UNKNOWN' }
 end
 local now = now_ms()
-redis.call('XADD', store.outbox, '*', 'type', 'restock', 'restock', restock_id,
+redis.call('XADD', store.outbox, '*', 'type', 'restock', 'restock', restock_id, 'seq', next_seq(),
   'product', pid, 'units', units, 'reason', reason, 'at', int(now))
 local filled = fill_backorders(pid, units, restock_id, now, function(order_id)
   return hold_prefix .. order_id
 end)
 incr(store.stock, pid, units - filled)
 feed_waitlist(pid, now)
+-- After the hand-overs (each published on its own): subscribers' last word is the true
+-- number left for everyone else.
+publish_change('-', '-', '-', { pid })
 local available = tonumber(redis.call('HGET', store.stock, pid))
 return { 'RESTOCKED', available, filled }

@@ -16,6 +16,8 @@ use crate::db::{self, Db};
 use crate::domain::{OrderId, OrderStatus, ProductId, StoreId};
 use crate::hold::HoldEngine;
 
+/// Dead letters listed one by one per store; the rest are counted.
+const DEAD_LETTERS_LISTED: usize = 100;
 /// Holds compared per round trip.
 const HOLDS_PER_ROUND: usize = 500;
 
@@ -26,10 +28,17 @@ pub enum Mismatch {
         store: StoreId,
         events: u64,
     },
-    /// Entries the flusher could not read, kept in the dead-letter stream.
-    SetAside {
+    /// An entry MySQL could not take, kept in the dead-letter stream with the reason.
+    DeadLetter {
         store: StoreId,
-        entries: u64,
+        entry: String,
+        what: String,
+        error: String,
+    },
+    /// Dead letters beyond the ones listed one by one.
+    MoreDeadLetters {
+        store: StoreId,
+        more: u64,
     },
     Stock {
         store: StoreId,
@@ -70,10 +79,15 @@ impl fmt::Display for Mismatch {
             Self::OutboxNotDrained { store, events } => {
                 write!(f, "store {store}: outbox still holds {events} events")
             }
-            Self::SetAside { store, entries } => write!(
-                f,
-                "store {store}: {entries} outbox entries set aside in the dead-letter stream"
-            ),
+            Self::DeadLetter {
+                store,
+                entry,
+                what,
+                error,
+            } => write!(f, "store {store}: dead letter {entry} ({what}): {error}"),
+            Self::MoreDeadLetters { store, more } => {
+                write!(f, "store {store}: {more} more dead letters")
+            }
             Self::Stock {
                 store,
                 product,
@@ -138,20 +152,26 @@ pub async fn backlog(engine: &HoldEngine) -> anyhow::Result<Vec<Mismatch>> {
     let mut found = Vec::new();
     for store in engine.stores().await? {
         let outbox = engine.keys().store(store).outbox;
-        let (events, dead): (u64, u64) = redis::pipe()
-            .cmd("XLEN")
+        let events: u64 = redis::cmd("XLEN")
             .arg(&outbox)
-            .cmd("XLEN")
-            .arg(format!("{outbox}:dead"))
             .query_async(&mut redis)
             .await?;
         if events > 0 {
             found.push(Mismatch::OutboxNotDrained { store, events });
         }
-        if dead > 0 {
-            found.push(Mismatch::SetAside {
+        let (letters, dead) =
+            crate::outbox::dead_letters::list(engine, store, DEAD_LETTERS_LISTED).await?;
+        let listed = letters.len() as u64;
+        found.extend(letters.into_iter().map(|letter| Mismatch::DeadLetter {
+            store,
+            what: letter.summary(),
+            entry: letter.entry,
+            error: letter.error,
+        }));
+        if dead > listed {
+            found.push(Mismatch::MoreDeadLetters {
                 store,
-                entries: dead,
+                more: dead - listed,
             });
         }
     }
@@ -361,18 +381,7 @@ pub async fn audit(db: &Db, engine: &HoldEngine) -> anyhow::Result<AuditReport> 
 /// The `audit` command: waits for the drain, compares, prints every mismatch, and fails
 /// when there is one.
 pub async fn run(config: &crate::config::Config, wait: Duration) -> anyhow::Result<()> {
-    use anyhow::Context;
-    config.validate()?;
-    let db = db::connect_existing(&config.database_url).await?;
-    let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis at REDIS_URL")?;
-    let engine = HoldEngine::new(
-        redis,
-        crate::hold::KeySpace::new(config.redis_key_prefix.clone()),
-        config.hold_settings(),
-    );
+    let (db, engine) = crate::context::connect_for_command(config).await?;
     wait_for_drain(&engine, wait).await?;
     let report = audit(&db, &engine).await?;
     for mismatch in &report.mismatches {

@@ -39,10 +39,51 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = duration)]
         wait: Duration,
     },
+    /// Development tool: pay for an order the way a payment provider would, with a signed
+    /// `payment.succeeded` notification to the service's webhook (PAYMENT_WEBHOOK_SECRET).
+    Pay(crate::payments::PayArgs),
+    /// Check stores against MySQL and rebuild from MySQL those Redis is behind on (lost
+    /// writes, an older AOF, an empty Redis). The service does this on start and when
+    /// Redis restarts; this runs it by hand.
+    Reconcile {
+        /// Only this store (default: every store MySQL has events of).
+        #[arg(long)]
+        store: Option<u64>,
+        /// Rebuild even when Redis is not behind.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Work on the outbox by hand.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Write the dead letters (events MySQL refused) to MySQL again, once the cause is
+    /// fixed; those that go in leave the dead-letter stream. Exits non-zero if any is
+    /// still refused.
+    ReplayDead {
+        /// Only this store's dead letters (default: every store's).
+        #[arg(long)]
+        store: Option<u64>,
+    },
 }
 
 fn duration(value: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(value)
+}
+
+/// Who may turn a HELD order into a CONFIRMED one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaymentConfirmation {
+    /// The customer's own `confirmOrder` (demos and tests: no payment backs it).
+    Client,
+    /// Only a signed payment notification to `POST /webhooks/payment`; ADMINs keep
+    /// `confirmOrder` for manual fixes.
+    Webhook,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -126,6 +167,10 @@ pub struct Config {
     /// Outbox entries pending this long on a silent consumer are claimed by another.
     #[arg(long, env = "FLUSH_CLAIM_IDLE", default_value = "30s", value_parser = duration, global = true)]
     pub flush_claim_idle: Duration,
+    /// Life of a flusher's lease, renewed three times per period: entries pending on a
+    /// consumer whose lease lapsed (a killed instance) are claimed at once.
+    #[arg(long, env = "FLUSH_LEASE_TTL", default_value = "5s", value_parser = duration, global = true)]
+    pub flush_lease_ttl: Duration,
     /// Run the outbox flusher in this instance (off: another instance flushes).
     #[arg(long, env = "FLUSH_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub flush_enabled: bool,
@@ -202,9 +247,79 @@ pub struct Config {
     /// the client; from any other peer the header is ignored. Empty by default.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// How long a token check may reuse what it last read of a user's token version; a
+    /// revoked token stops working within this time on every instance (at most 1s).
+    #[arg(long, env = "TOKEN_VERSION_CACHE", default_value = "500ms", value_parser = duration, global = true)]
+    pub token_version_cache: Duration,
+    /// Who confirms orders: `client` (the customer's confirmOrder) or `webhook` (only a
+    /// signed payment notification; use this in production).
+    #[arg(long, env = "PAYMENT_CONFIRMATION", value_enum, default_value_t = PaymentConfirmation::Client, global = true)]
+    pub payment_confirmation: PaymentConfirmation,
+    /// HMAC-SHA256 secret shared with the payment provider, at least 32 bytes. Without it
+    /// `POST /webhooks/payment` is off.
+    #[arg(
+        long,
+        env = "PAYMENT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub payment_webhook_secret: Option<Secret>,
+    /// Largest difference between a notification's signed timestamp and now.
+    #[arg(long, env = "PAYMENT_WEBHOOK_TOLERANCE", default_value = "5m", value_parser = duration, global = true)]
+    pub payment_webhook_tolerance: Duration,
+    /// How long the answer to a payment event is kept, so that a provider's retry of the
+    /// same event gets the same answer and changes nothing.
+    #[arg(long, env = "PAYMENT_EVENT_RETENTION", default_value = "7d", value_parser = duration, global = true)]
+    pub payment_event_retention: Duration,
+    /// Address of the Prometheus `/metrics` listener, apart from the API's port;
+    /// `off` records no metrics at all.
+    #[arg(
+        long,
+        env = "METRICS_ADDR",
+        default_value = "127.0.0.1:9464",
+        global = true
+    )]
+    pub metrics_addr: MetricsAddr,
+    /// Log line format: `text` for people, `json` for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// Longest wait for in-flight requests and workers on shutdown.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub shutdown_timeout: Duration,
+    /// Shortest time between two stock updates of one product to one subscriber; changes
+    /// in between are coalesced into the latest value.
+    #[arg(long, env = "LIVE_MIN_INTERVAL", default_value = "100ms", value_parser = duration, global = true)]
+    pub live_min_interval: Duration,
+    /// A WebSocket that sends no `connection_init` within this time is closed with 4408.
+    #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub ws_init_timeout: Duration,
+    /// Most open WebSockets in this instance; more are refused before the upgrade (503).
+    #[arg(
+        long,
+        env = "WS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub ws_max_connections: usize,
+    /// Most open WebSockets from one client address; more are refused before the upgrade (429).
+    #[arg(
+        long,
+        env = "WS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub ws_max_connections_per_address: usize,
+    /// Most subscriptions running at once on one WebSocket.
+    #[arg(
+        long,
+        env = "WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
+    /// How often the server pings an open WebSocket; one silent for three of these is closed.
+    #[arg(long, env = "WS_KEEPALIVE_INTERVAL", default_value = "15s", value_parser = duration, global = true)]
+    pub ws_keepalive_interval: Duration,
 }
 
 impl Config {
@@ -215,6 +330,7 @@ impl Config {
             retention: self.hold_retention,
             max_holds_per_customer: self.max_holds_per_customer,
             waitlist_ttl: self.waitlist_ttl,
+            payment_event_retention: self.payment_event_retention,
         }
     }
 
@@ -225,6 +341,11 @@ impl Config {
             Some(_) => anyhow::bail!("JWT_SECRET must be at least 32 bytes"),
             None => anyhow::bail!("JWT_SECRET is required (at least 32 bytes)"),
         }
+    }
+
+    /// The payment webhook's secret when the endpoint is on.
+    pub fn payment_webhook_secret(&self) -> Option<&str> {
+        self.payment_webhook_secret.as_ref().map(Secret::expose)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -242,16 +363,56 @@ impl Config {
             ("WAITLIST_TTL", self.waitlist_ttl, second),
             ("LOGIN_WINDOW", self.login_window, second),
             ("REGISTER_WINDOW", self.register_window, second),
+            (
+                "PAYMENT_EVENT_RETENTION",
+                self.payment_event_retention,
+                second,
+            ),
         ] {
             if value < least || value > year {
                 anyhow::bail!("{name} must be between {least:?} and 365 days");
             }
         }
+        if self.flush_lease_ttl < Duration::from_millis(300) || self.flush_lease_ttl > year {
+            anyhow::bail!("FLUSH_LEASE_TTL must be between 300ms and 365 days");
+        }
         if self.sweep_interval.is_zero() || self.sweep_batch == 0 {
             anyhow::bail!("SWEEP_INTERVAL and SWEEP_BATCH must be positive");
         }
+        if self.ws_init_timeout.is_zero()
+            || self.ws_keepalive_interval.is_zero()
+            || self.ws_max_connections == 0
+            || self.ws_max_connections_per_address == 0
+            || self.ws_max_subscriptions == 0
+        {
+            anyhow::bail!(
+                "WS_INIT_TIMEOUT, WS_KEEPALIVE_INTERVAL, WS_MAX_CONNECTIONS, \
+                 WS_MAX_CONNECTIONS_PER_ADDRESS and WS_MAX_SUBSCRIPTIONS must be positive"
+            );
+        }
         if self.max_line_quantity == 0 || self.max_order_lines == 0 {
             anyhow::bail!("MAX_LINE_QUANTITY and MAX_ORDER_LINES must be positive");
+        }
+        if self.token_version_cache > second {
+            anyhow::bail!(
+                "TOKEN_VERSION_CACHE must be at most 1s: a revoked token must stop working within a second"
+            );
+        }
+        if self
+            .payment_webhook_secret()
+            .is_some_and(|secret| secret.len() < 32)
+        {
+            anyhow::bail!("PAYMENT_WEBHOOK_SECRET must be at least 32 bytes");
+        }
+        if self.payment_confirmation == PaymentConfirmation::Webhook
+            && self.payment_webhook_secret.is_none()
+        {
+            anyhow::bail!(
+                "PAYMENT_CONFIRMATION=webhook needs PAYMENT_WEBHOOK_SECRET: nothing could confirm an order"
+            );
+        }
+        if self.payment_webhook_tolerance < second {
+            anyhow::bail!("PAYMENT_WEBHOOK_TOLERANCE must be at least 1s");
         }
         Ok(())
     }
@@ -272,6 +433,27 @@ impl std::str::FromStr for TrustedProxy {
             .map(Self)
             .map_err(|_| format!("{value:?} is not an IP address or CIDR range"))
     }
+}
+
+/// Where `/metrics` is served, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value.parse().map(|addr| Self(Some(addr)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A setting that must never be printed: Debug (and so `{:?}` of `Config`) shows `***`.
@@ -309,12 +491,29 @@ mod tests {
             ("--hold-retention", "0s"),
             ("--hold-ttl", "400days"),
             ("--login-window", "0s"),
+            ("--token-version-cache", "2s"),
+            ("--payment-webhook-secret", "too-short"),
+            ("--payment-event-retention", "0s"),
         ] {
             let cli = Cli::try_parse_from(["flashstock", flag, value, "serve"]).unwrap();
             assert!(cli.config.validate().is_err(), "{flag} {value}");
         }
         let defaults = Cli::try_parse_from(["flashstock", "serve"]).unwrap();
         assert!(defaults.config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_on_their_own_address_or_not_at_all() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["flashstock", "--metrics-addr", value, "serve"])
+                .map(|cli| cli.config.metrics_addr)
+        };
+        assert_eq!(parse("off").unwrap(), MetricsAddr(None));
+        assert_eq!(
+            parse("0.0.0.0:9464").unwrap(),
+            MetricsAddr(Some("0.0.0.0:9464".parse().unwrap()))
+        );
+        assert!(parse("9464").is_err());
     }
 
     #[test]

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 
-use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hold::HoldEngine;
+use crate::live::LiveHub;
 use crate::orders::LockLimits;
 
 #[derive(Clone)]
@@ -22,8 +23,11 @@ pub struct AppContext {
     pub engine: HoldEngine,
     pub catalog: Arc<Catalog>,
     pub tokens: Arc<TokenKeys>,
+    pub token_versions: Arc<TokenVersions>,
     pub login_limiter: LoginLimiter,
     pub register_limiter: RegisterLimiter,
+    /// Live stock and order changes for subscriptions (`live`).
+    pub live: LiveHub,
 }
 
 impl AppContext {
@@ -38,4 +42,13 @@ impl AppContext {
             },
         }
     }
+}
+
+/// MySQL and the hold engine for a one-off command (`audit`, `reconcile`, `outbox ...`):
+/// the same DATABASE_URL, REDIS_URL and REDIS_KEY_PREFIX as the service, no migrations.
+pub async fn connect_for_command(config: &Config) -> anyhow::Result<(Db, HoldEngine)> {
+    config.validate()?;
+    let db = crate::db::connect_existing(&config.database_url).await?;
+    let engine = HoldEngine::connect(config).await?;
+    Ok((db, engine))
 }

@@ -13,6 +13,9 @@ pub enum ApiError {
     BadInput(String),
     #[error("too many failed logins; try again later")]
     RateLimited,
+    /// Also said for what exists but is not the caller's, so nothing leaks about it.
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -26,6 +29,12 @@ pub mod codes {
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
     /// More operations in one batch than GRAPHQL_MAX_BATCH, or none.
     pub const BATCH_TOO_LARGE: &str = "BATCH_TOO_LARGE";
+    /// The Accept header names no format the endpoint answers in.
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    /// A POST body that is not declared as JSON.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// A mutation sent with GET, which must never change anything.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     /// The request took longer than REQUEST_TIMEOUT.
     pub const TIMEOUT: &str = "TIMEOUT";
     /// The query is not GraphQL.
@@ -97,7 +106,20 @@ impl ApiError {
             Self::Forbidden => "FORBIDDEN",
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::RateLimited => codes::RATE_LIMITED,
+            Self::NotFound(_) => "NOT_FOUND",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The code in snake case, as metrics label it.
+    pub fn snake_case(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::BadInput(_) => "bad_user_input",
+            Self::RateLimited => "rate_limited",
+            Self::NotFound(_) => "not_found",
+            Self::Internal(_) => "internal_server_error",
         }
     }
 

@@ -4,17 +4,30 @@ use std::time::Instant;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use flashstock::config::{Cli, Command, Config};
+use flashstock::config::{Cli, Command, Config, LogFormat, OutboxCommand};
+use flashstock::metrics::Exporter;
 use flashstock::startup::Application;
-use flashstock::{audit, db, graphql, seed, shutdown};
+use flashstock::{audit, db, graphql, payments, seed, shutdown};
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        // One object per line; the request's span (id, operation, user) rides on each.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
+    init_logs(cli.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -34,6 +47,12 @@ async fn run(
     match command {
         Command::Serve { no_migrate } => {
             shutdown::spawn_watchdog(config.shutdown_timeout)?;
+            // Installed before anything counts; the listener lives as long as the process.
+            if let Some(addr) = config.metrics_addr.0 {
+                let exporter = Exporter::install(addr).await?;
+                tracing::info!(address = %exporter.local_addr()?, "metrics at /metrics");
+                tokio::spawn(exporter.serve());
+            }
             let app = Application::build(config, !no_migrate).await?;
             tracing::info!(
                 port = app.port(),
@@ -61,5 +80,12 @@ async fn run(
             Ok(())
         }
         Command::Audit { wait } => audit::run(&config, wait).await,
+        Command::Pay(args) => payments::pay(&config, args).await,
+        Command::Reconcile { store, force } => {
+            flashstock::recovery::run(&config, store, force).await
+        }
+        Command::Outbox {
+            action: OutboxCommand::ReplayDead { store },
+        } => flashstock::outbox::dead_letters::run_replay(&config, store).await,
     }
 }

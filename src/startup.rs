@@ -10,14 +10,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys};
+use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::context::AppContext;
 use crate::db;
 use crate::graphql::{AppSchema, SchemaLimits, build_schema};
 use crate::hold::{HoldEngine, KeySpace};
-use crate::http::{HttpState, router};
+use crate::http::{HttpState, Sockets, router};
+use crate::live::LiveHub;
 
 pub struct Application {
     listener: TcpListener,
@@ -42,15 +43,29 @@ impl Application {
         let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
         let redis_config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.redis_response_timeout));
-        let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let redis =
+            redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config.clone())
+                .await
+                .context("cannot connect to Redis at REDIS_URL")?;
         let redis_pool = deadpool_redis::Config::from_url(config.redis_url.as_str())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("cannot build the Redis pool")?;
 
         let keys = KeySpace::new(config.redis_key_prefix.clone());
-        let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings());
+        // The scripts get a connection of their own: see `HoldEngine::with_script_connection`.
+        let scripts = redis::aio::ConnectionManager::new_with_config(client, redis_config)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
+            .with_script_connection(scripts);
+        // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL
+        // (an empty Redis counts once MySQL has seen the store's events).
+        let rebuilt = crate::recovery::ensure_all(&db, &engine)
+            .await
+            .context("cannot check Redis against MySQL")?;
+        if rebuilt > 0 {
+            tracing::warn!(stores = rebuilt, "stores rebuilt from MySQL on start");
+        }
         let catalog = Arc::new(Catalog::new(db.clone(), engine.clone()));
         let products = catalog.warm().await.context("cannot load the catalog")?;
         tracing::info!(products, "catalog loaded; Redis stock seeded where absent");
@@ -58,6 +73,12 @@ impl Application {
         crate::auth::prepare_dummy_hash().await?;
         let app = AppContext {
             tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
+            token_versions: Arc::new(TokenVersions::new(
+                redis.clone(),
+                keys.clone(),
+                db.clone(),
+                config.token_version_cache,
+            )),
             login_limiter: LoginLimiter::new(
                 redis.clone(),
                 keys.clone(),
@@ -70,6 +91,7 @@ impl Application {
                 config.register_max_per_address,
                 config.register_window,
             ),
+            live: LiveHub::new(config.live_min_interval),
             config: Arc::new(config),
             db,
             redis,
@@ -119,9 +141,11 @@ impl Application {
         let mut tasks = JoinSet::new();
         crate::workers::spawn_all(&self.app, &stop, &mut tasks);
 
+        let sockets = Sockets::new(&self.app.config, stop.clone());
         let service = router(HttpState {
             app: Arc::new(self.app.clone()),
             schema: self.schema,
+            sockets: Arc::clone(&sockets),
         })
         .into_make_service_with_connect_info::<SocketAddr>();
         let server_stop = stop.clone();
@@ -132,6 +156,13 @@ impl Application {
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }
+        });
+        // Upgraded sockets outlive the HTTP server's graceful stop: each closes itself
+        // with 1001 on `stop`, and shutdown waits for that (within SHUTDOWN_TIMEOUT).
+        let sockets_stop = stop.clone();
+        tasks.spawn(async move {
+            sockets_stop.cancelled().await;
+            sockets.all_closed().await;
         });
 
         tokio::select! {

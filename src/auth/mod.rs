@@ -2,16 +2,20 @@
 //! never a field of the request.
 
 mod attempts;
+mod bearer;
 mod login_limit;
 mod password;
 mod register_limit;
+mod revocation;
 mod token;
 
+pub use bearer::{Authentication, authenticate, authenticate_value};
 pub use login_limit::{ClientAddr, LoginLimiter};
 pub use register_limit::RegisterLimiter;
+pub use revocation::TokenVersions;
 
 pub use password::{hash_password, prepare_dummy_hash, verify_password};
-pub use token::{Claims, ISSUER, TokenError, TokenKeys};
+pub use token::{Claims, ISSUER, TokenError, TokenKeys, VerifiedToken};
 
 use crate::domain::{Role, UserId};
 
@@ -32,6 +36,9 @@ impl Viewer {
 pub enum Caller {
     Anonymous,
     Authenticated(Viewer),
-    /// A token was sent but is forged, expired or malformed.
+    /// A token was sent but is forged, expired, malformed or revoked.
     Rejected,
+    /// A well-signed token whose revocation could not be checked (Redis and MySQL did not
+    /// answer): refused, as an internal error rather than as a bad token.
+    Unverifiable,
 }

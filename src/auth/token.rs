@@ -1,5 +1,7 @@
-//! HS256 tokens with `sub`, `role`, `iat`, `exp` and `iss = "flashstock"`; anything
-//! else (another algorithm, another issuer, no expiry) is rejected.
+//! HS256 tokens with `sub`, `role`, `iat`, `exp`, `iss = "flashstock"`, the user's token
+//! version `ver` and a token id `jti`; anything else (another algorithm, another issuer,
+//! no expiry) is rejected. Whether a valid token has since been revoked is
+//! `TokenVersions`'s question.
 
 use std::time::Duration;
 
@@ -19,6 +21,22 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// The user's token version when it was issued (tokens from before versions: 0).
+    #[serde(default)]
+    pub ver: u64,
+    /// This token's id, for revoking it alone (logout of one device).
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+/// A token whose signature, issuer and expiry are good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub viewer: Viewer,
+    pub version: u64,
+    pub id: Option<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +64,8 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, viewer: Viewer) -> anyhow::Result<(String, DateTime<Utc>)> {
+    /// A token for `viewer` under the user's current token `version`.
+    pub fn issue(&self, viewer: Viewer, version: u64) -> anyhow::Result<(String, DateTime<Utc>)> {
         let now = Utc::now();
         let expires_at = now + chrono::Duration::from_std(self.ttl)?;
         let claims = Claims {
@@ -55,18 +74,32 @@ impl TokenKeys {
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
             iss: ISSUER.to_owned(),
+            ver: version,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, expires_at))
     }
 
-    pub fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError)?;
-        let id = UserId::parse(&data.claims.sub).ok_or(TokenError)?;
-        Ok(Viewer {
-            id,
-            role: data.claims.role,
+        let claims = data.claims;
+        let id = UserId::parse(&claims.sub).ok_or(TokenError)?;
+        // The token id becomes part of a Redis key: only the shape we issue is accepted.
+        let token_id = match claims.jti {
+            Some(jti) if jti.len() == 32 && jti.bytes().all(|b| b.is_ascii_hexdigit()) => Some(jti),
+            Some(_) => return Err(TokenError),
+            None => None,
+        };
+        Ok(VerifiedToken {
+            viewer: Viewer {
+                id,
+                role: claims.role,
+            },
+            version: claims.ver,
+            id: token_id,
+            expires_at: claims.exp,
         })
     }
 }
@@ -84,8 +117,15 @@ mod tests {
             id: UserId(9),
             role: Role::Admin,
         };
-        let (token, _) = keys.issue(viewer).unwrap();
-        assert_eq!(keys.verify(&token).unwrap(), viewer);
+        let (token, _) = keys.issue(viewer, 4).unwrap();
+        let verified = keys.verify(&token).unwrap();
+        assert_eq!(verified.viewer, viewer);
+        assert_eq!(verified.version, 4);
+        assert!(verified.id.is_some());
+        assert_ne!(
+            keys.verify(&keys.issue(viewer, 4).unwrap().0).unwrap().id,
+            verified.id
+        );
         let other = TokenKeys::new(
             "another secret that is long enough!!",
             Duration::from_secs(60),

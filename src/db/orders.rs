@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::hold::{Hold, HoldLine};
 
 const ORDER_COLUMNS: &str = "id, user_id, store_id, status, total_cents, idempotency_key, held_until, \
-     created_at, confirmed_at, finished_at, payment_reference, version, from_waitlist";
+     created_at, confirmed_at, finished_at, payment_reference, confirmed_by, version, from_waitlist";
 
 fn order_from_row(row: &sqlx::mysql::MySqlRow) -> anyhow::Result<Hold> {
     let id: String = row.try_get("id")?;
@@ -39,6 +39,7 @@ fn order_from_row(row: &sqlx::mysql::MySqlRow) -> anyhow::Result<Hold> {
         confirmed_at: confirmed_at.map(|t| t.and_utc()),
         finished_at: finished_at.map(|t| t.and_utc()),
         payment_reference: payment.as_deref().and_then(PaymentReference::parse),
+        confirmed_by: row.try_get("confirmed_by")?,
         idempotency_key: idem.as_deref().and_then(IdempotencyKey::parse),
         version: row.try_get("version")?,
         from_waitlist: row.try_get("from_waitlist")?,

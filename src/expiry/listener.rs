@@ -15,6 +15,7 @@ use super::notifications::NotificationCheck;
 use crate::context::AppContext;
 use crate::domain::{OrderId, StoreId};
 use crate::hold::HoldEngine;
+use crate::metrics::ReleaseCause;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
@@ -124,7 +125,10 @@ async fn release(engine: &HoldEngine, events: &[Msg]) {
         }
     }
     for (store, orders) in by_store {
-        match engine.expire(store, &orders).await {
+        match engine
+            .expire(store, &orders, ReleaseCause::ExpiryEvent)
+            .await
+        {
             Ok(released) => tracing::debug!(%store, released, "expiry events handled"),
             // Left in the deadline index: the sweeper releases them on its next pass.
             Err(error) => {

@@ -9,6 +9,7 @@ mod listener;
 mod notifications;
 mod sweeper;
 
+pub use backoff::Backoff;
 pub use listener::listen;
 pub use notifications::NotificationCheck;
 pub use sweeper::{sweep, sweep_all};

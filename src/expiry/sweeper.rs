@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::context::AppContext;
 use crate::domain::{OrderId, StoreId};
 use crate::hold::HoldEngine;
+use crate::metrics::ReleaseCause;
 
 /// Runs until `stop` is cancelled; a pass cut short by it is harmless, since every
 /// script call is atomic.
@@ -71,7 +72,7 @@ async fn sweep_store(engine: &HoldEngine, store: StoreId, batch: usize) -> anyho
             .filter_map(|member| Uuid::parse_str(member).ok())
             .map(|uuid| OrderId { store, uuid })
             .collect();
-        released += engine.expire(store, &orders).await?;
+        released += engine.expire(store, &orders, ReleaseCause::Sweeper).await?;
         // The script takes every candidate out of the index (released, or no longer HELD),
         // so each full batch is progress; a member that is no order id would not be, and
         // ends the pass instead of spinning on it.

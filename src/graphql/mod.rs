@@ -1,17 +1,20 @@
 //! The GraphQL API: one schema merged from a module per area of the store.
 
+mod access;
 mod admin;
 mod catalog;
 mod cost;
 mod documents;
 mod limits;
+mod live;
 mod orders;
 mod pagination;
 mod text;
+pub(crate) use text::scan as text_shape;
 mod users;
 mod waitlist;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::{Caller, Viewer};
 use crate::context::AppContext;
@@ -34,9 +37,13 @@ pub struct MutationRoot(
     orders::OrderMutation,
     admin::AdminMutation,
     waitlist::WaitlistMutation,
+    access::AccessMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(live::LiveSubscription);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Built once at start; each request only adds its caller and request id.
 pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema {
@@ -45,9 +52,10 @@ pub fn build_schema(app: Option<AppContext>, limits: SchemaLimits) -> AppSchema 
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
     .limit_recursive_depth(limits.max_nesting())
+    .extension(crate::metrics::GraphqlTiming)
     .extension(QueryLimits::new(limits));
     if !limits.introspection {
         builder = builder.disable_introspection();
@@ -90,6 +98,9 @@ impl ContextExt for Context<'_> {
     fn viewer(&self) -> async_graphql::Result<Viewer> {
         match self.data_opt::<Caller>() {
             Some(Caller::Authenticated(viewer)) => Ok(*viewer),
+            Some(Caller::Unverifiable) => Err(self.fail(anyhow::anyhow!(
+                "the token's revocation could not be checked"
+            ))),
             _ => Err(self.fail(ApiError::Unauthenticated)),
         }
     }

@@ -1,10 +1,10 @@
-//! register, login and me.
+//! register, login, logout and me.
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::ContextExt;
-use crate::auth::{self, Viewer};
+use crate::auth::{self, VerifiedToken, Viewer};
 use crate::db;
 use crate::domain::{Email, Password, Role};
 
@@ -61,12 +61,23 @@ impl AuthPayload {
     }
 }
 
-fn signed_in(ctx: &Context<'_>, user: &db::users::UserRow) -> async_graphql::Result<AuthPayload> {
+async fn signed_in(
+    ctx: &Context<'_>,
+    user: &db::users::UserRow,
+) -> async_graphql::Result<AuthPayload> {
     let viewer = Viewer {
         id: user.id,
         role: user.role,
     };
-    let (token, expires_at) = ctx.app().tokens.issue(viewer).map_err(|e| ctx.fail(e))?;
+    let app = ctx.app();
+    app.token_versions
+        .issuing(user.id, user.token_version)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let (token, expires_at) = app
+        .tokens
+        .issue(viewer, user.token_version)
+        .map_err(|e| ctx.fail(e))?;
     Ok(AuthPayload {
         token: Some(token),
         expires_at: Some(expires_at),
@@ -147,8 +158,10 @@ impl UserMutation {
                 email: email.as_str().to_owned(),
                 password_hash: hash,
                 role: Role::Customer,
+                token_version: 0,
             },
         )
+        .await
     }
 
     /// Exchanges email and password for a token. Wrong password and unknown email look alike.
@@ -173,12 +186,33 @@ impl UserMutation {
         match user {
             Some(user) if matches => {
                 guard.succeeded().await;
-                signed_in(ctx, &user)
+                signed_in(ctx, &user).await
             }
             _ => {
                 guard.failed().await;
                 Ok(AuthPayload::invalid_credentials())
             }
         }
+    }
+
+    /// Revokes the token of this request, or with `allDevices: true` every token the
+    /// caller holds. The next request with a revoked token is UNAUTHENTICATED.
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        all_devices: Option<bool>,
+    ) -> async_graphql::Result<bool> {
+        let viewer = ctx.viewer()?;
+        let versions = &ctx.app().token_versions;
+        let token = ctx.data_opt::<VerifiedToken>();
+        let done = match token {
+            // A token from before token ids can only go with all of the user's tokens.
+            Some(token) if all_devices != Some(true) && token.id.is_some() => {
+                versions.revoke_one(token).await.map(|()| true)
+            }
+            _ => versions.revoke_all(viewer.id).await,
+        }
+        .map_err(|e| ctx.fail(e))?;
+        Ok(done)
     }
 }

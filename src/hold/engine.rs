@@ -1,16 +1,22 @@
 //! Runs the hold scripts and turns their replies into typed outcomes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
 use super::scripts::SCRIPTS;
-use crate::domain::{IdempotencyKey, OrderId, PaymentReference, ProductId, StoreId, UserId};
+use crate::domain::{
+    IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
+};
+use crate::metrics::{self, ReleaseCause};
 
 /// One distinct product of an order, with what the catalog says about it.
 #[derive(Debug, Clone)]
@@ -76,13 +82,34 @@ pub enum LockOutcome {
     Short(Vec<(ProductId, i64)>),
 }
 
+/// One confirmation: by a customer or an ADMIN (`confirmOrder`) or by a payment event.
+#[derive(Debug, Clone, Copy)]
+pub struct Confirmation<'a> {
+    pub order: OrderId,
+    /// The user who must own the hold; `None`: anyone's (an ADMIN's fix, a payment).
+    pub owner: Option<UserId>,
+    pub payment: &'a PaymentReference,
+    /// Kept with the order and in the ledger: `payment:<event>` or `<ROLE>:<user id>`.
+    pub confirmed_by: &'a str,
+    /// The amount paid, which must equal the hold's total.
+    pub amount_cents: Option<i64>,
+    /// A payment event's id: its first answer is kept and returned to every replay.
+    pub event: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmOutcome {
     Confirmed,
     AlreadyConfirmed,
+    /// Past its deadline: expired by this call or before, its units back to the sale.
     Expired,
     NotFound,
-    InvalidState,
+    /// The amount paid differs from the hold's total; nothing changed.
+    AmountMismatch {
+        total_cents: i64,
+    },
+    /// Neither HELD nor (with this reference) CONFIRMED; nothing changed.
+    InvalidState(OrderStatus),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +173,18 @@ pub struct HoldEngine {
     idempotency_ttl_ms: u64,
     retention_ms: u64,
     max_holds_per_customer: u32,
+    payment_event_retention_ms: u64,
+    /// The scripts' own connection (the shared one unless `with_script_connection`): the
+    /// first script call after the server behind it changed is sure to fail on it, and
+    /// nothing else reconnects it first.
+    scripts: ConnectionManager,
+    /// Stores being checked or rebuilt from MySQL (`recovery`): no script runs on them.
+    recovering: Arc<RwLock<HashSet<StoreId>>>,
+    /// Connection failures seen by script calls, and how many of them the recovery
+    /// watcher has since checked (same server, or every store checked against MySQL).
+    /// While they differ, the server may be another one: no script runs on any store.
+    failures: Arc<AtomicU64>,
+    checked: Arc<AtomicU64>,
     waitlist_ttl_ms: u64,
 }
 
@@ -187,6 +226,16 @@ pub struct HoldSettings {
     pub max_holds_per_customer: u32,
     /// How long a waitlist entry waits before it is dropped.
     pub waitlist_ttl: Duration,
+    /// How long the answer to a payment event is kept (PAYMENT_EVENT_RETENTION).
+    pub payment_event_retention: Duration,
+}
+
+/// Longest a script call that lost its connection waits for the server to be checked
+/// before it is tried again.
+const VERIFY_WAIT: Duration = Duration::from_secs(3);
+
+fn lost_connection(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal()
 }
 
 fn ms(duration: Duration) -> u64 {
@@ -210,6 +259,19 @@ fn pairs(rest: &[String]) -> anyhow::Result<Vec<(ProductId, i64)>> {
         .collect()
 }
 
+/// Runs one script call, timing it for `flashstock_redis_script_duration_seconds`.
+async fn timed<T>(script: &'static str, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let reply = call.await;
+    metrics::script(script, started.elapsed());
+    reply
+}
+
+/// Whether a confirm or cancel reply says this call released an expired hold.
+fn released_now(reply: &[String]) -> bool {
+    reply.get(1).is_some_and(|flag| flag == "NOW")
+}
+
 fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(raw.parse()?)
         .single()
@@ -219,6 +281,7 @@ fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
 impl HoldEngine {
     pub fn new(redis: ConnectionManager, keys: KeySpace, settings: HoldSettings) -> Self {
         Self {
+            scripts: redis.clone(),
             redis,
             keys,
             hold_ttl_ms: ms(settings.hold_ttl),
@@ -226,7 +289,118 @@ impl HoldEngine {
             retention_ms: ms(settings.retention),
             max_holds_per_customer: settings.max_holds_per_customer,
             waitlist_ttl_ms: ms(settings.waitlist_ttl),
+            payment_event_retention_ms: ms(settings.payment_event_retention),
+            recovering: Arc::default(),
+            failures: Arc::default(),
+            checked: Arc::default(),
         }
+    }
+
+    /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
+    pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+        let redis = ConnectionManager::new(client)
+            .await
+            .context("cannot connect to Redis at REDIS_URL")?;
+        Ok(Self::new(
+            redis,
+            KeySpace::new(config.redis_key_prefix.clone()),
+            config.hold_settings(),
+        ))
+    }
+
+    /// Runs the scripts on a connection of their own, so that a server change is seen
+    /// by them first (see `scripts`).
+    pub fn with_script_connection(mut self, scripts: ConnectionManager) -> Self {
+        self.scripts = scripts;
+        self
+    }
+
+    /// Counts a lost connection under a script call: the server may have restarted.
+    fn watched<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(error) = &result
+            && lost_connection(error)
+        {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Runs a script that changes nothing the second time (confirm, cancel); one that lost
+    /// its connection runs again once the server was checked.
+    async fn run_idempotent(
+        &self,
+        script: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<Vec<String>> {
+        match self.run(script, invocation).await {
+            Err(error) if self.recovered_from(&error).await => self.run(script, invocation).await,
+            result => result,
+        }
+    }
+
+    /// Runs a script on the scripts' connection, timed, and counts a lost connection.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        self.watched(timed(script, invocation.invoke_async(&mut self.scripts.clone())).await)
+    }
+
+    /// After a script call lost its connection: waits (at most VERIFY_WAIT) for the
+    /// recovery watcher to check the server it reconnected to; true when the call may be
+    /// made again.
+    async fn recovered_from(&self, error: &redis::RedisError) -> bool {
+        if !lost_connection(error) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + VERIFY_WAIT;
+        while self.server_unverified() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Connection failures seen so far; the watcher checks the server, then `checked_up_to`.
+    pub fn connection_failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    pub fn checked_up_to(&self, failures: u64) {
+        self.checked.fetch_max(failures, Ordering::SeqCst);
+    }
+
+    /// True while a lost connection is not yet checked.
+    pub fn server_unverified(&self) -> bool {
+        self.failures.load(Ordering::SeqCst) > self.checked.load(Ordering::SeqCst)
+    }
+
+    /// True while the store is checked or rebuilt from MySQL: its orders wait.
+    pub fn is_recovering(&self, store: StoreId) -> bool {
+        self.server_unverified()
+            || self
+                .recovering
+                .read()
+                .expect("recovering lock poisoned")
+                .contains(&store)
+    }
+
+    pub fn set_recovering(&self, store: StoreId, recovering: bool) {
+        let mut stores = self.recovering.write().expect("recovering lock poisoned");
+        if recovering {
+            stores.insert(store);
+        } else {
+            stores.remove(&store);
+        }
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_millis(self.idempotency_ttl_ms)
     }
 
     /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`).
@@ -264,7 +438,7 @@ impl HoldEngine {
             .arg(unit_price_cents)
             .arg(self.waitlist_ttl_ms)
             .arg(self.max_holds_per_customer);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
         Ok(match reply.split_first() {
             Some((tag, [n])) if tag == "JOINED" => JoinOutcome::Joined(n.parse()?),
             Some((tag, [n])) if tag == "ALREADY" => JoinOutcome::Already(n.parse()?),
@@ -286,7 +460,7 @@ impl HoldEngine {
         let mut invocation = SCRIPTS.waitlist.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation.arg("LEAVE").arg(user.0).arg(product.0);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
         match reply.as_slice() {
             [tag] if tag == "LEFT" => Ok(true),
             [tag] if tag == "NOT_FOUND" => Ok(false),
@@ -303,7 +477,7 @@ impl HoldEngine {
         let mut invocation = SCRIPTS.waitlist.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation.arg("MINE").arg(user.0);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
         reply
             .chunks(4)
             .map(|group| match group {
@@ -353,7 +527,26 @@ impl HoldEngine {
                 .arg(line.quantity)
                 .arg(line.unit_price_cents);
         }
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = match self.run("lock", &invocation).await {
+            Ok(reply) => reply,
+            Err(error) if self.recovered_from(&error).await => {
+                // The script may have run before the connection went: never hold twice.
+                if let Some(hold) = self.load(request.order).await? {
+                    return Ok(LockOutcome::Held {
+                        created_at: hold.created_at,
+                        held_until: hold.held_until,
+                        backordered: hold
+                            .lines
+                            .iter()
+                            .filter(|line| line.backordered > 0)
+                            .map(|line| (line.product, line.backordered))
+                            .collect(),
+                    });
+                }
+                self.run("lock", &invocation).await?
+            }
+            Err(error) => return Err(error.into()),
+        };
         Ok(match reply.split_first() {
             Some((tag, [created, until, rest @ ..])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
@@ -383,26 +576,51 @@ impl HoldEngine {
         })
     }
 
-    pub async fn confirm(
-        &self,
-        order: OrderId,
-        user: UserId,
-        payment: &PaymentReference,
-    ) -> anyhow::Result<ConfirmOutcome> {
+    pub async fn confirm(&self, confirmation: Confirmation<'_>) -> anyhow::Result<ConfirmOutcome> {
+        let order = confirmation.order;
         let mut invocation = SCRIPTS.confirm.prepare_invoke();
         self.order_keys(&mut invocation, order);
+        if let Some(event) = confirmation.event {
+            invocation.key(self.keys.payment_event(order.store, event));
+        }
         invocation
             .arg(order.uuid.to_string())
-            .arg(user.0)
-            .arg(payment.as_str())
-            .arg(self.retention_ms);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("CONFIRMED") => ConfirmOutcome::Confirmed,
-            Some("ALREADY") => ConfirmOutcome::AlreadyConfirmed,
-            Some("EXPIRED") => ConfirmOutcome::Expired,
-            Some("NOT_FOUND") => ConfirmOutcome::NotFound,
-            Some("INVALID") => ConfirmOutcome::InvalidState,
+            .arg(
+                confirmation
+                    .owner
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(confirmation.payment.as_str())
+            .arg(self.retention_ms)
+            .arg(confirmation.confirmed_by)
+            .arg(
+                confirmation
+                    .amount_cents
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(self.payment_event_retention_ms);
+        let reply: Vec<String> = self.run_idempotent("confirm", &invocation).await?;
+        Ok(match reply.as_slice() {
+            [tag] if tag == "CONFIRMED" => {
+                metrics::confirmed();
+                ConfirmOutcome::Confirmed
+            }
+            [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
+            [tag, ..] if tag == "EXPIRED" => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                ConfirmOutcome::Expired
+            }
+            [tag] if tag == "NOT_FOUND" => ConfirmOutcome::NotFound,
+            [tag, total] if tag == "AMOUNT_MISMATCH" => ConfirmOutcome::AmountMismatch {
+                total_cents: total.parse()?,
+            },
+            [tag, status] if tag == "INVALID" => ConfirmOutcome::InvalidState(
+                OrderStatus::parse(status).ok_or_else(|| unexpected(&reply))?,
+            ),
             _ => return Err(unexpected(&reply)),
         })
     }
@@ -421,11 +639,19 @@ impl HoldEngine {
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
         self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
         Ok(match reply.first().map(String::as_str) {
-            Some("CANCELLED") => CancelOutcome::Cancelled,
+            Some("CANCELLED") => {
+                metrics::released(ReleaseCause::Cancel, 1);
+                CancelOutcome::Cancelled
+            }
             Some("ALREADY") => CancelOutcome::AlreadyCancelled,
-            Some("EXPIRED") => CancelOutcome::Expired,
+            Some("EXPIRED") => {
+                if released_now(&reply) {
+                    metrics::released(ReleaseCause::Lazy, 1);
+                }
+                CancelOutcome::Expired
+            }
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
@@ -447,9 +673,16 @@ impl HoldEngine {
     }
 
     /// Releases those of `orders` (all of one store) that are HELD and due; returns how
-    /// many this call released. Safe to race with any other caller.
-    pub async fn expire(&self, store: StoreId, orders: &[OrderId]) -> anyhow::Result<u64> {
-        if orders.is_empty() {
+    /// many this call released, counted under `cause`. Safe to race with any other caller.
+    pub async fn expire(
+        &self,
+        store: StoreId,
+        orders: &[OrderId],
+        cause: ReleaseCause,
+    ) -> anyhow::Result<u64> {
+        // A store being rebuilt may still hold the stale holds the rebuild replaces;
+        // the sweeper comes back to whatever is due afterwards.
+        if orders.is_empty() || self.is_recovering(store) {
             return Ok(0);
         }
         let mut invocation = SCRIPTS.expire.prepare_invoke();
@@ -462,7 +695,9 @@ impl HoldEngine {
                 .key(self.keys.hold(*order))
                 .arg(order.uuid.to_string());
         }
-        Ok(invocation.invoke_async(&mut self.redis.clone()).await?)
+        let released: u64 = self.run("expire", &invocation).await?;
+        metrics::released(cause, released);
+        Ok(released)
     }
 
     /// Adds units to a product: confirmed pre-orders first, oldest first, then the sale.
@@ -475,6 +710,10 @@ impl HoldEngine {
         restock_id: &str,
         reason: &str,
     ) -> anyhow::Result<Option<Restocked>> {
+        anyhow::ensure!(
+            !self.is_recovering(store),
+            "store {store} is being rebuilt from MySQL after a Redis failure; try again in a moment"
+        );
         let mut invocation = SCRIPTS.restock.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation
@@ -484,7 +723,7 @@ impl HoldEngine {
             .arg(reason)
             .arg(self.keys.hold_prefix(store));
         self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS);
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run("restock", &invocation).await?;
         match reply.as_slice() {
             [tag, available, filled] if tag == "RESTOCKED" => Ok(Some(Restocked {
                 available: available.parse()?,
@@ -516,7 +755,7 @@ impl HoldEngine {
                     .backorder_limit
                     .map_or(String::new(), |l| l.to_string()),
             );
-        let reply: Vec<String> = invocation.invoke_async(&mut self.redis.clone()).await?;
+        let reply: Vec<String> = self.run("terms", &invocation).await?;
         match reply.as_slice() {
             [tag] if tag == "UPDATED" => Ok(TermsOutcome::Updated),
             [tag] if tag == "UNKNOWN" => Ok(TermsOutcome::Uninitialised),
@@ -620,6 +859,25 @@ impl HoldEngine {
                 limit: limit[i].unwrap_or(0),
             })
             .collect())
+    }
+
+    /// Publishes the current availability of `products` on the store's live channel, in
+    /// order with every change (`lua/live_snapshot.lua`).
+    pub async fn publish_snapshot(
+        &self,
+        store: StoreId,
+        products: &[ProductId],
+    ) -> anyhow::Result<()> {
+        if products.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = SCRIPTS.live_snapshot.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        for product in products {
+            invocation.arg(product.0);
+        }
+        let _published: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(())
     }
 
     /// Store ids that have stock in Redis.

@@ -36,6 +36,21 @@ pub struct StoreKeys {
 }
 
 impl StoreKeys {
+    /// The store's sequence: one more per outbox event (`lua/hold_lib.lua::next_seq`).
+    pub fn sequence(&self) -> String {
+        format!("{}:seq", self.outbox)
+    }
+
+    /// Taken by the instance rebuilding the store from MySQL (`recovery`).
+    pub fn rebuild_lock(&self) -> String {
+        format!("{}:rebuilding", self.outbox)
+    }
+
+    /// Outbox entries MySQL cannot take, kept with the reason (not a script key).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.outbox)
+    }
+
     pub fn all(&self) -> [&str; 14] {
         [
             &self.stock,
@@ -116,9 +131,52 @@ impl KeySpace {
         self.store_key(store, &format!("idem:{user}:{key}"))
     }
 
+    /// The answer a payment event got (see `payments::webhook`); in the order's store slot,
+    /// so the confirm script reads and writes it in the same atomic step.
+    pub fn payment_event(&self, store: StoreId, event: &str) -> String {
+        self.store_key(store, &format!("payment-event:{event}"))
+    }
+
+    /// The store's live channel, where every script publishes what it changed
+    /// (`lua/hold_lib.lua`, docs/LIVE.md). Named like the store's keys, so it shares their
+    /// hash tag and, as a sharded channel, their cluster slot.
+    pub fn live(&self, store: StoreId) -> String {
+        self.store_key(store, "live")
+    }
+
+    /// Matches every store's live channel: one subscription per process.
+    pub fn live_pattern(&self) -> String {
+        format!("{}:{{store:*}}:live", self.prefix)
+    }
+
+    /// Reverses `live` for a channel named in a pub/sub message.
+    pub fn store_of_live(&self, channel: &str) -> Option<StoreId> {
+        let rest = channel
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{store:")?;
+        StoreId::parse(rest.strip_suffix("}:live")?)
+    }
+
     /// Stores with stock in Redis: how the sweeper and flusher find their work without SCAN.
     pub fn stores(&self) -> String {
         format!("{}:stores", self.prefix)
+    }
+
+    /// A user's token version (see `auth::revocation`). Keys of one user share the hash
+    /// tag `{user:<id>}`, so one MGET reads the version and a token's revocation mark.
+    pub fn token_version(&self, user: UserId) -> String {
+        format!("{}:{{user:{user}}}:token-version", self.prefix)
+    }
+
+    /// Present while one token (by its id) is revoked, until the token would have expired.
+    pub fn revoked_token(&self, user: UserId, token_id: &str) -> String {
+        format!("{}:{{user:{user}}}:revoked-token:{token_id}", self.prefix)
+    }
+
+    /// A flusher consumer's lease (see `outbox::lease`); not per store, as the group's
+    /// consumers are not.
+    pub fn flush_lease(&self, consumer: &str) -> String {
+        format!("{}:flusher-lease:{consumer}", self.prefix)
     }
 
     /// Failed-login counters (see `auth::login_limit`).
@@ -145,6 +203,18 @@ mod tests {
         assert!(
             keys.idempotency(StoreId(7), UserId(3), "k{x}")
                 .starts_with("fs:{store:7}:")
+        );
+    }
+
+    #[test]
+    fn live_channels_share_the_store_hash_tag_and_lead_back_to_it() {
+        let keys = KeySpace::new("fs");
+        assert_eq!(keys.live(StoreId(7)), "fs:{store:7}:live");
+        assert_eq!(keys.store_of_live("fs:{store:7}:live"), Some(StoreId(7)));
+        assert_eq!(keys.store_of_live("fs:{store:7}:stock"), None);
+        assert_eq!(
+            KeySpace::new("other").store_of_live("fs:{store:7}:live"),
+            None
         );
     }
 

@@ -8,9 +8,9 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    BackorderFigures, CancelOutcome, ConfirmOutcome, HoldEngine, HoldSettings, JoinOutcome,
-    LockOutcome, LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange, TermsOutcome,
-    WaitlistEntry,
+    BackorderFigures, CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, HoldSettings,
+    JoinOutcome, LockOutcome, LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange,
+    TermsOutcome, WaitlistEntry,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

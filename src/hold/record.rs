@@ -28,6 +28,8 @@ pub struct Hold {
     pub confirmed_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub payment_reference: Option<PaymentReference>,
+    /// Who confirmed it: `payment:<event id>` or `<ROLE>:<user id>`.
+    pub confirmed_by: Option<String>,
     pub idempotency_key: Option<IdempotencyKey>,
     /// 1 while HELD, 2 once terminal: the flusher never lets a lower version win.
     pub version: u32,
@@ -78,6 +80,7 @@ impl Hold {
             confirmed_at: get("confirmed").and_then(millis),
             finished_at: get("finished").and_then(millis),
             payment_reference: get("payment_ref").and_then(PaymentReference::parse),
+            confirmed_by: get("confirmed_by").map(str::to_owned),
             idempotency_key: get("idem").and_then(IdempotencyKey::parse),
             version: get("version")?.parse().ok()?,
             from_waitlist: get("waitlist") == Some("1"),

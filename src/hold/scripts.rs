@@ -20,6 +20,7 @@ pub struct Scripts {
     pub restock: Script,
     pub terms: Script,
     pub waitlist: Script,
+    pub live_snapshot: Script,
 }
 
 pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -30,4 +31,5 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     restock: with_lib(include_str!("../../lua/restock.lua")),
     terms: with_lib(include_str!("../../lua/terms.lua")),
     waitlist: with_lib(include_str!("../../lua/waitlist.lua")),
+    live_snapshot: with_lib(include_str!("../../lua/live_snapshot.lua")),
 });

@@ -24,6 +24,31 @@ pub enum OrderErrorCode {
     BackorderLimitTooLow,
     /// Another product of the store has this name.
     NameTaken,
+    /// Retryable: the store is being rebuilt from MySQL after Redis lost data.
+    StoreRecovering,
+}
+
+impl OrderErrorCode {
+    /// The code in snake case, as metrics label it.
+    pub fn snake_case(self) -> &'static str {
+        match self {
+            Self::EmptyOrder => "empty_order",
+            Self::TooManyLines => "too_many_lines",
+            Self::InvalidQuantity => "invalid_quantity",
+            Self::ProductNotFound => "product_not_found",
+            Self::MixedStores => "mixed_stores",
+            Self::InsufficientStock => "insufficient_stock",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::OrderNotFound => "order_not_found",
+            Self::HoldExpired => "hold_expired",
+            Self::InvalidState => "invalid_state",
+            Self::TooManyHolds => "too_many_holds",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::StoreRecovering => "store_recovering",
+            Self::BackorderLimitTooLow => "backorder_limit_too_low",
+            Self::NameTaken => "name_taken",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -73,11 +98,31 @@ impl OrderError {
         Self::new(OrderErrorCode::OrderNotFound, "order not found").with_field("orderId")
     }
 
+    pub fn store_recovering() -> Self {
+        Self::new(
+            OrderErrorCode::StoreRecovering,
+            "the store is being restored after a failure; try again in a moment",
+        )
+    }
+
     pub fn hold_expired() -> Self {
         Self::new(
             OrderErrorCode::HoldExpired,
             "the hold expired; its units went back to the sale",
         )
         .with_field("orderId")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::resolver_utils::EnumType;
+
+    #[test]
+    fn snake_case_matches_the_graphql_name() {
+        for item in OrderErrorCode::items() {
+            assert_eq!(item.value.snake_case(), item.name.to_ascii_lowercase());
+        }
     }
 }

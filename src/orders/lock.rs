@@ -106,8 +106,17 @@ pub struct LockContext<'a> {
     pub limits: LockLimits,
 }
 
+/// How a lockOrder ended, before it becomes a payload.
+enum Locked {
+    New(Hold),
+    /// The hold the idempotency key already names.
+    Existing(Hold),
+    Refused(Vec<OrderError>),
+}
+
 /// Holds every line or none. `Ok` carries the hold (new, or the one the idempotency
-/// key already names); `Err` the business errors, with nothing changed.
+/// key already names); `Err` the business errors, with nothing changed. Each call is
+/// counted by outcome (`flashstock_lock_orders_total`).
 pub async fn lock_order(
     cx: LockContext<'_>,
     viewer: Viewer,
@@ -115,9 +124,31 @@ pub async fn lock_order(
     idempotency_key: Option<IdempotencyKey>,
     allow_backorder: bool,
 ) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+    let locked = lock(cx, viewer, lines, idempotency_key, allow_backorder).await;
+    crate::metrics::lock_order(match &locked {
+        Ok(Locked::New(_)) => "held",
+        Ok(Locked::Existing(_)) => "existing",
+        Ok(Locked::Refused(errors)) => errors
+            .first()
+            .map_or("refused", |error| error.code.snake_case()),
+        Err(_) => "internal_server_error",
+    });
+    Ok(match locked? {
+        Locked::New(hold) | Locked::Existing(hold) => Ok(hold),
+        Locked::Refused(errors) => Err(errors),
+    })
+}
+
+async fn lock(
+    cx: LockContext<'_>,
+    viewer: Viewer,
+    lines: &[LineInput],
+    idempotency_key: Option<IdempotencyKey>,
+    allow_backorder: bool,
+) -> anyhow::Result<Locked> {
     let quantities = match parse_lines(lines, cx.limits) {
         Ok(quantities) => quantities,
-        Err(errors) => return Ok(Err(errors)),
+        Err(errors) => return Ok(Locked::Refused(errors)),
     };
     let ids: Vec<ProductId> = quantities.keys().copied().collect();
     let products = cx.catalog.products(&ids).await?;
@@ -130,13 +161,13 @@ pub async fn lock_order(
         })
         .collect();
     if !unknown.is_empty() {
-        return Ok(Err(unknown));
+        return Ok(Locked::Refused(unknown));
     }
     let stores: std::collections::BTreeSet<StoreId> = products.values().map(|p| p.store).collect();
     let store = match stores.into_iter().collect::<Vec<_>>().as_slice() {
         [store] => *store,
         _ => {
-            return Ok(Err(vec![
+            return Ok(Locked::Refused(vec![
                 OrderError::new(
                     OrderErrorCode::MixedStores,
                     "products must be from the same store",
@@ -145,6 +176,9 @@ pub async fn lock_order(
             ]));
         }
     };
+    if cx.engine.is_recovering(store) {
+        return Ok(Locked::Refused(vec![OrderError::store_recovering()]));
+    }
     let request = LockRequest {
         order: OrderId::new(store),
         user: viewer.id,
@@ -165,9 +199,15 @@ pub async fn lock_order(
 
     let mut outcome = cx.engine.lock(&request).await?;
     if let LockOutcome::Uninitialised(missing) = &outcome {
-        // Redis lost these products' stock (a restart without persistence): seed it
-        // from MySQL, never over live values, and try once more.
-        cx.catalog.reseed(missing).await?;
+        // Redis lost these products' stock. If it lost writes MySQL has (a restart
+        // without persistence), the whole store is rebuilt from MySQL; a product merely
+        // new to Redis is seeded from MySQL, never over live values. Then once more.
+        if crate::recovery::ensure_current(cx.db, cx.engine, store, false)
+            .await?
+            .is_none()
+        {
+            cx.catalog.reseed(missing).await?;
+        }
         outcome = cx.engine.lock(&request).await?;
     }
     Ok(match outcome {
@@ -175,7 +215,7 @@ pub async fn lock_order(
             created_at,
             held_until,
             backordered,
-        } => Ok(Hold {
+        } => Locked::New(Hold {
             id: request.order,
             user: viewer.id,
             status: crate::domain::OrderStatus::Held,
@@ -199,15 +239,16 @@ pub async fn lock_order(
             confirmed_at: None,
             finished_at: None,
             payment_reference: None,
+            confirmed_by: None,
             idempotency_key: request.idempotency_key,
             version: 1,
             from_waitlist: false,
         }),
         LockOutcome::Existing(order) => match find_order(cx.db, cx.engine, order).await? {
-            Some(hold) => Ok(hold),
+            Some(hold) => Locked::Existing(hold),
             None => anyhow::bail!("idempotency key names order {order}, which cannot be found"),
         },
-        LockOutcome::KeyReused(order) => Err(vec![
+        LockOutcome::KeyReused(order) => Locked::Refused(vec![
             OrderError::new(
                 OrderErrorCode::IdempotencyKeyReused,
                 "this idempotency key already names an order made from other lines; use a new key for a new order",
@@ -215,32 +256,36 @@ pub async fn lock_order(
             .with_field("idempotencyKey")
             .with_order(order),
         ]),
-        LockOutcome::TooManyHolds(cap) => Err(vec![OrderError::new(
+        LockOutcome::TooManyHolds(cap) => Locked::Refused(vec![OrderError::new(
             OrderErrorCode::TooManyHolds,
             format!("a customer may hold at most {cap} unpaid orders in a store at once; pay for or cancel one first"),
         )]),
-        LockOutcome::Short(lines) => Err(lines
-            .into_iter()
-            .map(|(product, available)| {
-                OrderError::new(
-                    OrderErrorCode::InsufficientStock,
-                    "not enough stock for this product",
-                )
-                .with_product(product)
-                .with_available(available)
-            })
-            .collect()),
-        LockOutcome::LimitExceeded(lines) => Err(lines
-            .into_iter()
-            .map(|(product, allowed)| {
-                OrderError::new(
-                    OrderErrorCode::LimitExceeded,
-                    format!("the per-customer limit allows {allowed} more of this product"),
-                )
-                .with_product(product)
-                .with_available(allowed)
-            })
-            .collect()),
+        LockOutcome::Short(lines) => Locked::Refused(
+            lines
+                .into_iter()
+                .map(|(product, available)| {
+                    OrderError::new(
+                        OrderErrorCode::InsufficientStock,
+                        "not enough stock for this product",
+                    )
+                    .with_product(product)
+                    .with_available(available)
+                })
+                .collect(),
+        ),
+        LockOutcome::LimitExceeded(lines) => Locked::Refused(
+            lines
+                .into_iter()
+                .map(|(product, allowed)| {
+                    OrderError::new(
+                        OrderErrorCode::LimitExceeded,
+                        format!("the per-customer limit allows {allowed} more of this product"),
+                    )
+                    .with_product(product)
+                    .with_available(allowed)
+                })
+                .collect(),
+        ),
         LockOutcome::Uninitialised(missing) => {
             anyhow::bail!("stock of {missing:?} is missing in Redis even after seeding")
         }

@@ -7,4 +7,4 @@ mod transitions;
 
 pub use errors::{OrderError, OrderErrorCode};
 pub use lock::{LineInput, LockLimits, lock_order};
-pub use transitions::{cancel_order, confirm_order, find_order};
+pub use transitions::{cancel_order, confirm_any_order, confirm_order, find_order};

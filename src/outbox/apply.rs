@@ -5,6 +5,9 @@
 //! - Orders are upserted with their version: a lower or equal version never overwrites,
 //!   so CONFIRMED never goes back to HELD whatever order events arrive in.
 //! - Lines never change after lockOrder: inserting them again is a no-op.
+//! - A final status never changes: an event with the same version as a final order in
+//!   MySQL but another status is refused (returned to the caller for the dead-letter
+//!   stream), never applied. Only a Redis that went back in time can write one.
 //! - Stock moves only together with a new ledger row. The row goes in first with
 //!   `INSERT IGNORE`; its delta applies only when that insert added the row. (Never read
 //!   "was it new?" from an `ON DUPLICATE KEY UPDATE`: sqlx-mysql sets CLIENT_FOUND_ROWS.)
@@ -13,15 +16,55 @@
 //!   A confirmed line sells only its in-stock part; a fill is a BACKORDER_FILLED row in
 //!   `stock_movements`, after the restock's own row.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::{MySql, Transaction};
+use sqlx::{MySql, Row, Transaction};
 
 use super::event::{BackorderFilled, OutboxEvent, Restock};
 use crate::db::Db;
-use crate::domain::{OrderStatus, ProductId};
+use crate::domain::{OrderStatus, ProductId, StoreId};
 use crate::hold::Hold;
+
+/// MySQL refused the data itself: retrying the same events cannot succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataRefused(String);
+
+/// True when `error` is MySQL refusing the data, not MySQL being unreachable or busy.
+/// Refusals are constraint errors (duplicate key, foreign key, NOT NULL, CHECK: SQLSTATE
+/// class 23 and MariaDB's 4025) and data errors (value out of range, too long, truncated,
+/// wrong type: SQLSTATE class 22 and their MySQL numbers), plus `DataRefused`. Lost
+/// connections, pool timeouts, deadlocks and lock wait timeouts are not: retried as they are.
+pub fn is_refusal(error: &anyhow::Error) -> bool {
+    /// Data errors some servers report with SQLSTATE HY000 or 01000 instead of 22xxx.
+    const DATA_ERRORS: [u16; 7] = [1264, 1265, 1292, 1366, 1406, 1416, 1690];
+    error.chain().any(|cause| {
+        if cause.is::<DataRefused>() {
+            return true;
+        }
+        let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() else {
+            return false;
+        };
+        let number = db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|e| e.number());
+        !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+            || db
+                .code()
+                .is_some_and(|state| state.starts_with("22") || state.starts_with("23"))
+            || number.is_some_and(|n| DATA_ERRORS.contains(&n))
+    })
+}
+
+/// An event `apply` did not write, with why; the rest of its batch was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Index of the event in the batch.
+    pub index: usize,
+    pub reason: String,
+}
 
 /// Rows per multi-row INSERT: far below MySQL's 65,535 placeholders per statement.
 const ROWS_PER_INSERT: usize = 1000;
@@ -39,18 +82,19 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// The assignments run left to right and later ones see earlier results, so `version`
 /// is assigned last: every condition before it compares against the stored version.
 const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, total_cents, \
-     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, version, \
-     from_waitlist) \
+     idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, \
+     confirmed_by, version, from_waitlist) \
      VALUES {rows} ON DUPLICATE KEY UPDATE \
      status = IF(VALUES(version) > version, VALUES(status), status), \
      confirmed_at = IF(VALUES(version) > version, VALUES(confirmed_at), confirmed_at), \
      finished_at = IF(VALUES(version) > version, VALUES(finished_at), finished_at), \
      payment_reference = IF(VALUES(version) > version, VALUES(payment_reference), payment_reference), \
+     confirmed_by = IF(VALUES(version) > version, VALUES(confirmed_by), confirmed_by), \
      version = GREATEST(version, VALUES(version))";
 
 async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
     for chunk in orders.chunks(ROWS_PER_INSERT) {
-        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 13));
+        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 14));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for hold in chunk {
             query = query
@@ -65,6 +109,7 @@ async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sql
                 .bind(hold.confirmed_at.map(naive))
                 .bind(hold.finished_at.map(naive))
                 .bind(hold.payment_reference.as_ref().map(|p| p.as_str()))
+                .bind(hold.confirmed_by.as_deref())
                 .bind(hold.version)
                 .bind(hold.from_waitlist);
         }
@@ -133,13 +178,18 @@ struct Movement<'a> {
     delta: i64,
     reason: &'static str,
     order: Option<String>,
-    note: Option<&'a str>,
+    note: Option<Cow<'a, str>>,
     at: DateTime<Utc>,
 }
 
-/// A confirmed line sells its in-stock units and books its pre-ordered ones.
+/// A confirmed line sells its in-stock units and books its pre-ordered ones. A sale's
+/// ledger rows say who confirmed it (a payment event, or which ADMIN).
 fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
     let at = hold.confirmed_at.unwrap_or(hold.created_at);
+    let note = hold
+        .confirmed_by
+        .as_deref()
+        .map(|by| Cow::<'static, str>::Owned(format!("confirmed by {by}")));
     hold.lines.iter().flat_map(move |line| {
         let in_stock = i64::from(line.quantity - line.backordered);
         let sale = (in_stock > 0).then(|| Movement {
@@ -149,7 +199,7 @@ fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
             delta: -in_stock,
             reason: "SALE",
             order: Some(hold.id.uuid.to_string()),
-            note: None,
+            note: note.clone(),
             at,
         });
         let booked = (line.backordered > 0).then(|| Movement {
@@ -159,7 +209,7 @@ fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
             delta: i64::from(line.backordered),
             reason: "BACKORDERED",
             order: Some(hold.id.uuid.to_string()),
-            note: None,
+            note: note.clone(),
             at,
         });
         sale.into_iter().chain(booked)
@@ -197,7 +247,7 @@ fn restock(restock: &Restock) -> Movement<'_> {
         delta: restock.units,
         reason: "RESTOCK",
         order: None,
-        note: Some(restock.reason.as_str()).filter(|r| !r.is_empty()),
+        note: Some(Cow::Borrowed(restock.reason.as_str())).filter(|r| !r.is_empty()),
         at: restock.at,
     }
 }
@@ -220,12 +270,13 @@ async fn record_one(
         .bind(&movement.key)
         .fetch_one(&mut **tx)
         .await?;
-    anyhow::ensure!(
-        exists == 1,
-        "ledger row {} was refused (unknown product {}?)",
-        movement.key,
-        movement.product
-    );
+    if exists != 1 {
+        return Err(DataRefused(format!(
+            "ledger row {} was refused (unknown product {}?)",
+            movement.key, movement.product
+        ))
+        .into());
+    }
     Ok(false)
 }
 
@@ -251,7 +302,7 @@ async fn insert_ignore(
                 .bind(movement.delta)
                 .bind(movement.reason)
                 .bind(movement.order.as_deref())
-                .bind(movement.note)
+                .bind(movement.note.as_deref())
                 .bind(naive(movement.at));
         }
         inserted += query.execute(&mut **tx).await?.rows_affected();
@@ -285,28 +336,118 @@ async fn record<'m>(
     Ok(new)
 }
 
-/// Writes `events` (in stream order) to MySQL in one transaction.
-pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
-    // The highest version of each order in the batch says all the others do.
-    let mut latest: HashMap<_, &Hold> = HashMap::new();
-    for event in events {
-        if let OutboxEvent::Order(hold) = event {
-            latest
-                .entry(hold.id)
-                .and_modify(|kept| {
-                    if hold.version > kept.version {
-                        *kept = hold;
-                    }
-                })
-                .or_insert(hold);
+/// The batch's orders as MySQL has them after the upsert: id -> (status, version). The
+/// upsert already holds their row locks, so this read takes no gap lock and no other
+/// flusher can change them before COMMIT.
+async fn stored_orders(
+    tx: &mut Transaction<'_, MySql>,
+    orders: &[&Hold],
+) -> sqlx::Result<HashMap<String, (Option<OrderStatus>, u32)>> {
+    let mut stored = HashMap::new();
+    for chunk in orders.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "SELECT id, CAST(status AS CHAR) AS status, version FROM orders \
+             WHERE id IN ({}) FOR UPDATE",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for hold in chunk {
+            query = query.bind(hold.id.uuid.to_string());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let status: String = row.try_get("status")?;
+            stored.insert(
+                row.try_get("id")?,
+                (OrderStatus::parse(&status), row.try_get("version")?),
+            );
         }
     }
-    let mut orders: Vec<&Hold> = latest.into_values().collect();
-    orders.sort_by_key(|hold| hold.id.uuid);
+    Ok(stored)
+}
 
+/// An event that would change a final status without a higher version: it says a Redis
+/// went back in time (lost writes, then took the order another way).
+fn final_status_conflict(stored: (Option<OrderStatus>, u32), event: &Hold) -> Option<String> {
+    let (status, version) = stored;
+    let status = status?;
+    (status != OrderStatus::Held && version == event.version && status != event.status).then(|| {
+        format!(
+            "order {} is final as {} (version {version}) in MySQL; an event says {} \
+                 with the same version: refused",
+            event.id,
+            status.as_str(),
+            event.status.as_str()
+        )
+    })
+}
+
+/// Writes `events` (in stream order) to MySQL in one transaction, and `sequence`, the
+/// highest store sequence among them, into `store_sequences`. Returns the events it
+/// refused (a final status they would change); everything else is written. An error
+/// leaves MySQL as it was; `is_refusal` says whether retrying it can help.
+pub async fn apply(
+    db: &Db,
+    events: &[OutboxEvent],
+    sequence: Option<(StoreId, u64)>,
+) -> anyhow::Result<Vec<Refused>> {
+    let mut refused = Vec::new();
+    // The highest version of each order in the batch says all the others do; among
+    // equal versions the first one stands, and a later one with another final status is
+    // refused like one MySQL already has.
+    let mut latest: HashMap<_, (usize, &Hold)> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let OutboxEvent::Order(hold) = event else {
+            continue;
+        };
+        match latest.get_mut(&hold.id) {
+            None => {
+                latest.insert(hold.id, (index, hold));
+            }
+            Some(kept) if hold.version > kept.1.version => *kept = (index, hold),
+            Some(kept) => {
+                let stored = (Some(kept.1.status), kept.1.version);
+                if let Some(reason) = final_status_conflict(stored, hold) {
+                    refused.push(Refused { index, reason });
+                }
+            }
+        }
+    }
+    let mut orders: Vec<(usize, &Hold)> = latest.into_values().collect();
+    orders.sort_by_key(|(_, hold)| hold.id.uuid);
+
+    let mut tx = db.begin().await?;
+    let all: Vec<&Hold> = orders.iter().map(|(_, hold)| *hold).collect();
+    // The upsert's `>` guard leaves an order alone unless the event's version is higher,
+    // so an event whose status differs from the row afterwards, at the same version, is
+    // one the guard refused: it is reported, and nothing else of it is written.
+    upsert_orders(&mut tx, &all).await?;
+    let stored = stored_orders(&mut tx, &all).await?;
+    orders.retain(|(index, hold)| {
+        let Some(conflict) = stored
+            .get(&hold.id.uuid.to_string())
+            .and_then(|stored| final_status_conflict(*stored, hold))
+        else {
+            return true;
+        };
+        refused.push(Refused {
+            index: *index,
+            reason: conflict,
+        });
+        false
+    });
+    let orders: Vec<&Hold> = orders.into_iter().map(|(_, hold)| hold).collect();
+    insert_lines(&mut tx, &orders).await?;
+
+    // A sale counts once MySQL has the order CONFIRMED: never for an event the guard kept out.
+    let confirmed_in_mysql = |hold: &&&Hold| {
+        hold.status == OrderStatus::Confirmed
+            && stored
+                .get(&hold.id.uuid.to_string())
+                .is_some_and(|(status, _)| *status == Some(OrderStatus::Confirmed))
+    };
     let mut movements: Vec<Movement<'_>> = orders
         .iter()
-        .filter(|hold| hold.status == OrderStatus::Confirmed)
+        .filter(confirmed_in_mysql)
         .flat_map(|hold| sales(hold))
         .collect();
     for event in events {
@@ -320,9 +461,6 @@ pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
         .into_iter()
         .partition(|movement| movement.ledger == Ledger::Stock);
 
-    let mut tx = db.begin().await?;
-    upsert_orders(&mut tx, &orders).await?;
-    insert_lines(&mut tx, &orders).await?;
     let new_stock = record(&mut tx, &stock_moves).await?;
     apply_deltas(&mut tx, Ledger::Stock, &new_stock).await?;
     let new_backorders = record(&mut tx, &backorder_moves).await?;
@@ -338,15 +476,28 @@ pub async fn apply(db: &Db, events: &[OutboxEvent]) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        anyhow::ensure!(
-            matched == 1,
-            "filled pre-order {:?} has no line for product {}",
-            movement.order,
-            movement.product
-        );
+        if matched != 1 {
+            return Err(DataRefused(format!(
+                "filled pre-order {:?} has no line for product {}",
+                movement.order, movement.product
+            ))
+            .into());
+        }
+    }
+    // Last: every batch of the store takes this row's lock, so hold it the shortest time.
+    if let Some((store, seq)) = sequence {
+        sqlx::query(
+            "INSERT INTO store_sequences (store_id, seq) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE seq = GREATEST(seq, VALUES(seq))",
+        )
+        .bind(store.0)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(())
+    refused.sort_by_key(|r| r.index);
+    Ok(refused)
 }
 
 /// Adds the new movements' deltas to the ledger's column of `products`: one UPDATE per
@@ -369,7 +520,9 @@ async fn apply_deltas(
             .execute(&mut **tx)
             .await?
             .rows_affected();
-        anyhow::ensure!(matched == 1, "product {product} is not in MySQL");
+        if matched != 1 {
+            return Err(DataRefused(format!("product {product} is not in MySQL")).into());
+        }
     }
     Ok(())
 }

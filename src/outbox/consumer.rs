@@ -6,12 +6,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamClaimReply, StreamId, StreamInfoConsumersReply,
+    StreamPendingCountReply, StreamReadReply,
+};
+
+use super::lease::Lease;
 
 use crate::domain::StoreId;
 use crate::hold::{HoldEngine, KeySpace};
 
 pub const GROUP: &str = "flusher";
+/// Fields a dead letter adds to the entry it keeps: the entry's id and why it was set aside.
+pub const DEAD_ENTRY: &str = "entry";
+pub const DEAD_ERROR: &str = "error";
+
+static FORGET_CONSUMER: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/forget_consumer.lua")));
 
 /// One outbox entry as read from its stream.
 #[derive(Debug, Clone)]
@@ -22,10 +33,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The store sequence number the script gave it (absent in entries older than the
+    /// sequence).
+    pub fn sequence(&self) -> Option<u64> {
+        self.fields.get("seq")?.parse().ok()
+    }
+
     /// When Redis appended it (the first half of a stream id is Redis's clock in ms).
     pub fn appended_ms(&self) -> Option<i64> {
         self.id.split_once('-')?.0.parse().ok()
     }
+}
+
+/// Where a store's unreadable outbox entries are kept, beside its outbox stream.
+pub fn dead_letter_key(outbox: &str) -> String {
+    format!("{outbox}:dead")
 }
 
 /// The default consumer name: host name and process id, stable for the process's life.
@@ -189,6 +211,93 @@ impl OutboxConsumer {
         Ok(claimed)
     }
 
+    /// Takes over up to `count` pending entries per stream from every other consumer whose
+    /// lease has lapsed (it is gone), without waiting out FLUSH_CLAIM_IDLE, and removes
+    /// such consumers from the group once they own nothing.
+    pub async fn take_over_departed(
+        &mut self,
+        lease: &mut Lease,
+        count: usize,
+    ) -> anyhow::Result<Vec<Entry>> {
+        let min_idle = lease.departed_idle().as_millis() as u64;
+        let mut claimed = Vec::new();
+        for (key, store) in &self.streams {
+            let info: StreamInfoConsumersReply = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(key)
+                .arg(GROUP)
+                .query_async(&mut self.redis)
+                .await?;
+            let others: Vec<_> = info
+                .consumers
+                .into_iter()
+                .filter(|consumer| consumer.name != self.name)
+                .collect();
+            let names: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+            let alive = lease.alive(&names).await?;
+            for (consumer, alive) in others.iter().zip(alive) {
+                if alive {
+                    continue;
+                }
+                if consumer.pending == 0 {
+                    let forgotten: i64 = FORGET_CONSUMER
+                        .key(key)
+                        .arg(GROUP)
+                        .arg(&consumer.name)
+                        .invoke_async(&mut self.redis)
+                        .await?;
+                    if forgotten == 1 {
+                        tracing::info!(%store, consumer = consumer.name,
+                            "removed a departed outbox consumer from the group");
+                    }
+                    continue;
+                }
+                let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(count)
+                    .arg(&consumer.name)
+                    .query_async(&mut self.redis)
+                    .await?;
+                let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                // The idle floor makes the claim exclusive: another live flusher claiming
+                // at the same moment finds them just delivered and leaves them.
+                let reply: StreamClaimReply = redis::cmd("XCLAIM")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(&self.name)
+                    .arg(min_idle)
+                    .arg(&ids)
+                    .query_async(&mut self.redis)
+                    .await?;
+                if !reply.ids.is_empty() {
+                    tracing::info!(%store, consumer = consumer.name, entries = reply.ids.len(),
+                        "took over the pending outbox entries of a departed consumer");
+                }
+                claimed.extend(reply.ids.into_iter().map(|raw| entry(*store, raw)));
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Leaves the group on a clean stop when nothing is pending on this consumer.
+    pub async fn leave(&mut self) -> anyhow::Result<()> {
+        for key in self.streams.keys() {
+            let _: i64 = FORGET_CONSUMER
+                .key(key)
+                .arg(GROUP)
+                .arg(&self.name)
+                .invoke_async(&mut self.redis)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Acknowledges entries MySQL has committed and deletes them from the stream, in one
     /// MULTI so an entry is never acknowledged yet kept (the stream would only grow).
     pub async fn ack(&mut self, store: StoreId, ids: &[&str]) -> anyhow::Result<()> {
@@ -212,18 +321,9 @@ impl OutboxConsumer {
         Ok(())
     }
 
-    /// Keeps an entry the scripts could not have written (so MySQL cannot take it) in the
-    /// store's dead-letter stream for a person to look at, and lets the flush go on.
-    pub async fn set_aside(&mut self, entry: &Entry) -> anyhow::Result<()> {
-        let key = format!("{}:dead", self.keys.store(entry.store).outbox);
-        let mut fields: Vec<(&str, &str)> = vec![("entry", entry.id.as_str())];
-        fields.extend(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        redis::cmd("XADD")
-            .arg(&key)
-            .arg("*")
-            .arg(&fields)
-            .query_async::<String>(&mut self.redis)
-            .await?;
-        Ok(())
+    /// Keeps an entry MySQL cannot take (not an event, or refused) in the store's
+    /// dead-letter stream with the reason, for a person to look at, and lets the flush go on.
+    pub async fn set_aside(&mut self, entry: &Entry, reason: &str) -> anyhow::Result<()> {
+        super::dead_letters::add(&self.engine, entry, reason).await
     }
 }

@@ -4,11 +4,13 @@
 
 mod apply;
 mod consumer;
+pub mod dead_letters;
 mod event;
 mod flusher;
+mod lease;
 
-pub use apply::apply;
-pub use consumer::{Entry, GROUP, OutboxConsumer, default_name};
+pub use apply::{DataRefused, Refused, apply, is_refusal};
+pub use consumer::{Entry, GROUP, OutboxConsumer, dead_letter_key, default_name};
 pub use event::{OutboxEvent, Restock};
 pub use flusher::Flusher;
 

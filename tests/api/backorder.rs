@@ -553,3 +553,55 @@ async fn create_product_takes_a_backorder_limit_and_refuses_a_negative_one() {
         .unwrap();
     assert_eq!(count, 0, "nothing was written");
 }
+
+#[tokio::test]
+async fn a_rebuild_from_mysql_restores_terms_preorders_their_queue_and_held_parts() {
+    let app = spawn_app_with(flushing()).await;
+    let store = app.create_store().await;
+    let product = app
+        .create_product_with_backorders(store, 700, 2, Some(4), 5)
+        .await;
+    let (_, admin) = app.create_admin().await;
+
+    // A takes both units in stock and one pre-ordered, and pays: queued for a restock.
+    // B pre-orders two and holds them.
+    let (_, a) = app.create_customer().await;
+    let first = lock(&app, &a, product, 3, true).await;
+    let first = first["order"]["id"].as_str().unwrap().to_owned();
+    confirm(&app, &a, &first).await;
+    let (_, b) = app.create_customer().await;
+    let second = lock(&app, &b, product, 2, true).await;
+    assert_eq!(second["order"]["lines"][0]["backorderedQuantity"], 2);
+    let second = second["order"]["id"].as_str().unwrap().to_owned();
+    assert_flushed_and_audited(&app).await;
+
+    // The store's Redis rebuilt from MySQL alone.
+    flashstock::recovery::rebuild(&app.db, &app.context.engine, store)
+        .await
+        .unwrap();
+    assert_redis_invariants(&app, store, product, 2).await;
+    let keys = app.keys.store(store);
+    let id = product.0.to_string();
+    assert_eq!(
+        (
+            redis_i64(&app, keys.backorder.clone(), id.clone()).await,
+            redis_i64(&app, keys.backorder_held.clone(), id.clone()).await,
+            redis_i64(&app, keys.backorder_sold.clone(), id.clone()).await,
+            redis_i64(&app, keys.terms.clone(), format!("{id}:max")).await,
+            redis_i64(&app, keys.terms.clone(), format!("{id}:bo")).await,
+        ),
+        (2, 2, 1, 4, 5)
+    );
+    assert_eq!(backordered(&app, &b, &second).await, 2);
+
+    // The queue came back: a restock of one fills A's pre-order before anything is on sale.
+    let after = restock(&app, &admin, product, 1).await;
+    assert_eq!(after["available"], 0, "{after}");
+    assert_eq!(after["backorderAvailable"], 3, "{after}");
+    assert_eq!(backordered(&app, &a, &first).await, 0);
+    // B's held pre-order is still one: paid, it books its two units as pre-ordered.
+    confirm(&app, &b, &second).await;
+    assert_eq!(backordered(&app, &b, &second).await, 2);
+    assert_redis_invariants(&app, store, product, 3).await;
+    assert_flushed_and_audited(&app).await;
+}

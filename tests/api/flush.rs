@@ -21,9 +21,9 @@ use tokio::task::JoinSet;
 use crate::helpers::{TestApp, TestOptions, one_at_a_time, redis_url, spawn_app, spawn_app_with};
 use crate::process::ServiceProcess;
 
-const LOCK: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
+pub(crate) const LOCK: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
      order { id status totalCents } errors { code message } } }";
-const CONFIRM: &str = "mutation($input: ConfirmOrderInput!) { confirmOrder(input: $input) { \
+pub(crate) const CONFIRM: &str = "mutation($input: ConfirmOrderInput!) { confirmOrder(input: $input) { \
      order { id status } errors { code message } } }";
 const CANCEL: &str =
     "mutation($id: ID!) { cancelOrder(orderId: $id) { order { id status } errors { code } } }";
@@ -32,10 +32,10 @@ const RESTOCK: &str = "mutation($id: ID!, $q: Int!, $r: String) { \
 const MY_ORDERS: &str = "query { myOrders(first: 50) { totalCount edges { node { \
      id status totalCents lines { quantity unitPriceCents product { id } } } } } }";
 
-const DRAIN_DEADLINE: Duration = Duration::from_secs(90);
+pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(90);
 
 /// The lines of the n-th order of a load: 1 to 3 units of `a`, and one of `b` every other order.
-fn lines_of(n: usize, a: ProductId, b: ProductId) -> Vec<(ProductId, u32)> {
+pub(crate) fn lines_of(n: usize, a: ProductId, b: ProductId) -> Vec<(ProductId, u32)> {
     let mut lines = vec![(a, (n % 3) as u32 + 1)];
     if n.is_multiple_of(2) {
         lines.push((b, 1));
@@ -43,7 +43,7 @@ fn lines_of(n: usize, a: ProductId, b: ProductId) -> Vec<(ProductId, u32)> {
     lines
 }
 
-fn items(lines: &[(ProductId, u32)]) -> Value {
+pub(crate) fn items(lines: &[(ProductId, u32)]) -> Value {
     lines
         .iter()
         .map(|(p, q)| json!({ "productId": p.to_string(), "quantity": q }))
@@ -51,7 +51,7 @@ fn items(lines: &[(ProductId, u32)]) -> Value {
 }
 
 /// lockOrder then confirmOrder over HTTP at `address`; returns the order id.
-async fn lock_and_confirm(
+pub(crate) async fn lock_and_confirm(
     http: &reqwest::Client,
     address: &str,
     token: &str,
@@ -84,7 +84,7 @@ async fn lock_and_confirm(
     id
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     address: &str,
     query: &str,
@@ -103,7 +103,7 @@ async fn post(
 }
 
 /// Waits until every store's outbox is empty (the flusher deletes what it committed).
-async fn wait_drained(app: &TestApp) -> Duration {
+pub(crate) async fn wait_drained(app: &TestApp) -> Duration {
     let started = Instant::now();
     loop {
         let left = audit::backlog(&app.context.engine).await.unwrap();
@@ -118,20 +118,20 @@ async fn wait_drained(app: &TestApp) -> Duration {
     }
 }
 
-async fn assert_audit_clean(app: &TestApp) {
+pub(crate) async fn assert_audit_clean(app: &TestApp) {
     let report = audit::audit(&app.db, &app.context.engine).await.unwrap();
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
     assert!(report.products > 0);
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+pub(crate) async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(&app.db)
         .await
         .unwrap()
 }
 
-async fn mysql_stock(app: &TestApp, product: ProductId) -> i64 {
+pub(crate) async fn mysql_stock(app: &TestApp, product: ProductId) -> i64 {
     sqlx::query_scalar("SELECT stock FROM products WHERE id = ?")
         .bind(product.0)
         .fetch_one(&app.db)
@@ -140,7 +140,7 @@ async fn mysql_stock(app: &TestApp, product: ProductId) -> i64 {
 }
 
 /// Every order MySQL has, with its status, total and lines ("pid:qty:price" sorted).
-async fn mysql_orders(app: &TestApp) -> HashMap<String, (String, i64, String)> {
+pub(crate) async fn mysql_orders(app: &TestApp) -> HashMap<String, (String, i64, String)> {
     let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
         "SELECT o.id, o.status, o.total_cents, \
          GROUP_CONCAT(CONCAT(i.product_id, ':', i.quantity, ':', i.unit_price_cents) ORDER BY i.product_id) \
@@ -169,7 +169,7 @@ fn expected(lines: &[(ProductId, u32)], prices: &HashMap<ProductId, i64>) -> (i6
 
 /// Checks that exactly `orders` are CONFIRMED in MySQL with their lines and totals, that
 /// each product lost exactly the units sold and that each line has one SALE movement.
-async fn assert_exactly_once(
+pub(crate) async fn assert_exactly_once(
     app: &TestApp,
     orders: &[(String, Vec<(ProductId, u32)>)],
     prices: &HashMap<ProductId, i64>,
@@ -217,16 +217,16 @@ async fn assert_exactly_once(
 }
 
 /// A sale of two products in one store, with customers to buy them.
-struct Sale {
-    store: StoreId,
-    a: ProductId,
-    b: ProductId,
-    prices: HashMap<ProductId, i64>,
-    opening: HashMap<ProductId, i64>,
-    customers: Vec<(UserId, String)>,
+pub(crate) struct Sale {
+    pub store: StoreId,
+    pub a: ProductId,
+    pub b: ProductId,
+    pub prices: HashMap<ProductId, i64>,
+    pub opening: HashMap<ProductId, i64>,
+    pub customers: Vec<(UserId, String)>,
 }
 
-async fn open_sale(app: &TestApp, customers: usize) -> Sale {
+pub(crate) async fn open_sale(app: &TestApp, customers: usize) -> Sale {
     let store = app.create_store().await;
     let a = app.create_product(store, 1_999, 20_000, None).await;
     let b = app.create_product(store, 550, 10_000, None).await;
@@ -245,7 +245,7 @@ async fn open_sale(app: &TestApp, customers: usize) -> Sale {
 }
 
 /// Runs `orders` lock + confirm pairs over HTTP, 32 at a time.
-async fn confirm_load(
+pub(crate) async fn confirm_load(
     http: &reqwest::Client,
     address: &str,
     sale: &Sale,
@@ -323,7 +323,11 @@ async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once() {
 }
 
 /// The service as its own process, sharing the test app's key prefix, with its flusher on.
-fn flusher(app: &TestApp, database_url: &str, settings: &[(&str, &str)]) -> ServiceProcess {
+pub(crate) fn flusher(
+    app: &TestApp,
+    database_url: &str,
+    settings: &[(&str, &str)],
+) -> ServiceProcess {
     let mut env = vec![("FLUSH_ENABLED", "true")];
     env.extend_from_slice(settings);
     ServiceProcess::spawn(app, database_url, &redis_url(), &env)
@@ -331,7 +335,7 @@ fn flusher(app: &TestApp, database_url: &str, settings: &[(&str, &str)]) -> Serv
 
 /// Locks and confirms orders through the same use cases the API calls, while no service
 /// runs: the events wait in the outbox for a flusher.
-async fn confirm_without_flusher(
+pub(crate) async fn confirm_without_flusher(
     app: &TestApp,
     sale: &Sale,
     orders: std::ops::Range<usize>,
@@ -367,7 +371,7 @@ async fn confirm_without_flusher(
         .await
 }
 
-async fn confirmed_in_mysql(app: &TestApp) -> i64 {
+pub(crate) async fn confirmed_in_mysql(app: &TestApp) -> i64 {
     count(
         app,
         "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'",
@@ -376,7 +380,11 @@ async fn confirmed_in_mysql(app: &TestApp) -> i64 {
 }
 
 /// Kills `service` once MySQL has some but not all of `total` orders.
-async fn kill_mid_flush(app: &TestApp, service: &mut ServiceProcess, total: usize) -> i64 {
+pub(crate) async fn kill_mid_flush(
+    app: &TestApp,
+    service: &mut ServiceProcess,
+    total: usize,
+) -> i64 {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     loop {
         let flushed = confirmed_in_mysql(app).await;
@@ -393,7 +401,7 @@ async fn kill_mid_flush(app: &TestApp, service: &mut ServiceProcess, total: usiz
     }
 }
 
-async fn pending_of(app: &TestApp, store: StoreId, consumer: &str) -> u64 {
+pub(crate) async fn pending_of(app: &TestApp, store: StoreId, consumer: &str) -> u64 {
     let reply: Vec<(String, u64)> = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(app.keys.store(store).outbox)
@@ -481,7 +489,7 @@ async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
 
 /// A TCP proxy in front of MySQL that the test switches off (every connection cut, new
 /// ones closed at once) and on again.
-struct Switch {
+pub(crate) struct Switch {
     port: u16,
     on: Arc<AtomicBool>,
     cut: Arc<tokio::sync::Notify>,
@@ -489,7 +497,7 @@ struct Switch {
 }
 
 impl Switch {
-    async fn start(target: &'static str) -> Self {
+    pub(crate) async fn start(target: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let on = Arc::new(AtomicBool::new(true));
@@ -525,17 +533,17 @@ impl Switch {
         }
     }
 
-    fn off(&self) {
+    pub(crate) fn off(&self) {
         self.on.store(false, Ordering::SeqCst);
         self.cut.notify_one();
     }
 
-    fn on(&self) {
+    pub(crate) fn on(&self) {
         self.on.store(true, Ordering::SeqCst);
     }
 
     /// `url` with its host and port replaced by this proxy's.
-    fn url(&self, url: &str) -> String {
+    pub(crate) fn url(&self, url: &str) -> String {
         let (_, database) = url.rsplit_once('/').unwrap();
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
     }
@@ -605,7 +613,7 @@ async fn a_mysql_outage_delays_the_flush_but_loses_nothing() {
 }
 
 /// Adds the outbox event the scripts would write for this hold, by hand.
-async fn append_by_hand(app: &TestApp, store: StoreId, fields: &[(String, String)]) {
+pub(crate) async fn append_by_hand(app: &TestApp, store: StoreId, fields: &[(String, String)]) {
     let _: String = app
         .redis
         .clone()
@@ -614,7 +622,7 @@ async fn append_by_hand(app: &TestApp, store: StoreId, fields: &[(String, String
         .unwrap();
 }
 
-async fn hold_event(app: &TestApp, order: &str) -> Vec<(String, String)> {
+pub(crate) async fn hold_event(app: &TestApp, order: &str) -> Vec<(String, String)> {
     let id = flashstock::domain::OrderId::parse(order).unwrap();
     let fields: Vec<(String, String)> = app.redis.clone().hgetall(app.keys.hold(id)).await.unwrap();
     let mut event = vec![
@@ -626,7 +634,7 @@ async fn hold_event(app: &TestApp, order: &str) -> Vec<(String, String)> {
 }
 
 /// Everything the flusher writes, to compare before and after a replay.
-async fn snapshot(
+pub(crate) async fn snapshot(
     app: &TestApp,
 ) -> (
     Vec<(String, String, u32)>,
@@ -648,9 +656,14 @@ async fn snapshot(
     (orders, ledger, stock)
 }
 
-fn run_audit(app: &TestApp) -> (bool, String) {
+pub(crate) fn run_audit(app: &TestApp) -> (bool, String) {
+    run_command(app, &["audit", "--wait", "30s"])
+}
+
+/// Runs a `flashstock` command on the test's database and key prefix: success and stdout.
+pub(crate) fn run_command(app: &TestApp, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_flashstock"))
-        .args(["audit", "--wait", "30s"])
+        .args(args)
         .env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", redis_url())
         .env("REDIS_KEY_PREFIX", app.keys.prefix())
@@ -829,6 +842,6 @@ async fn every_final_status_restocks_and_replays_are_recorded_once() {
 }
 
 /// The harness keeps outbox entries by default; these tests are about the flusher.
-fn flushing() -> TestOptions {
+pub(crate) fn flushing() -> TestOptions {
     TestOptions::default().arg("flush-enabled", "true")
 }

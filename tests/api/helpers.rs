@@ -171,7 +171,8 @@ impl TestApp {
     }
 
     pub fn token_for(&self, id: UserId, role: Role) -> String {
-        self.tokens.issue(Viewer { id, role }).expect("token").0
+        // Version 0: what a new user's tokens carry until one is revoked.
+        self.tokens.issue(Viewer { id, role }, 0).expect("token").0
     }
 
     /// Inserts a user straight into MySQL (with a real hash of PASSWORD) and returns a token.
@@ -181,6 +182,8 @@ impl TestApp {
             .await
             .unwrap()
             .unwrap();
+        // As login does: the token's version goes to Redis, so its requests never need MySQL.
+        self.context.token_versions.issuing(id, 0).await.unwrap();
         (id, self.token_for(id, role))
     }
 

@@ -8,6 +8,8 @@ use crate::helpers::{JWT_SECRET, TestApp};
 
 pub struct ServiceProcess {
     pub address: String,
+    /// Its own METRICS_ADDR, so processes never compete for the default port.
+    pub metrics_address: String,
     child: Child,
     log: PathBuf,
 }
@@ -25,11 +27,15 @@ impl ServiceProcess {
     /// waiting for it: for tests that act while it is still starting. The outbox flusher
     /// and `CONFIG SET` are off unless `env` turns them on.
     pub fn spawn(app: &TestApp, database_url: &str, redis_url: &str, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let port = free_port();
+        let metrics_port = free_port();
         let log = std::env::temp_dir().join(format!("flashstock-test-{port}.log"));
         // The service logs to stdout; both streams go to one file, shown if the test fails.
         let output = std::fs::File::create(&log).unwrap();
@@ -40,6 +46,7 @@ impl ServiceProcess {
             .env("JWT_SECRET", JWT_SECRET)
             .env("REDIS_KEY_PREFIX", app.keys.prefix())
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("REDIS_CONFIGURE_NOTIFICATIONS", "false")
             // Keep the outbox entries: the tests count the events each release appends.
             .env("FLUSH_ENABLED", "false")
@@ -51,6 +58,7 @@ impl ServiceProcess {
             .unwrap();
         Self {
             address: format!("http://127.0.0.1:{port}"),
+            metrics_address: format!("http://127.0.0.1:{metrics_port}"),
             child,
             log,
         }

@@ -391,3 +391,55 @@ async fn a_customer_at_the_hold_cap_is_skipped_with_a_reason() {
     assert_units_once(&app, store, product, 1).await;
     assert_units_once(&app, store, other, 5).await;
 }
+
+/// Waitlist entries live only in Redis: a rebuild from MySQL clears them, and a hold
+/// already handed over comes back as one, still marked as from the waitlist.
+#[tokio::test]
+async fn a_rebuild_keeps_handed_over_holds_and_clears_the_waitlist() {
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let (_, holder) = app.create_customer().await;
+    let (_, first) = app.create_customer().await;
+    let (_, second) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(join(&app, &first, product, 1).await["entry"]["position"], 1);
+    assert_eq!(
+        join(&app, &second, product, 1).await["entry"]["position"],
+        2
+    );
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    let handed = waitlist_order(&app, &first).await;
+    assert_flushed_and_audited(&app).await;
+
+    flashstock::recovery::rebuild(&app.db, &app.context.engine, store)
+        .await
+        .unwrap();
+    assert!(mine(&app, &second).await.is_empty(), "the entry survived");
+    let uuid = handed.split_once('-').unwrap().1;
+    let hold_key = format!("{}{uuid}", app.keys.hold_prefix(store));
+    let (status, from_waitlist): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(&hold_key)
+        .arg("status")
+        .arg("waitlist")
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_deref(), from_waitlist.as_deref()),
+        (Some("HELD"), Some("1"))
+    );
+    assert_eq!(app.held(store, product).await, 1);
+    assert_units_once(&app, store, product, 1).await;
+    // The rebuilt hand-over still releases like any hold: its unit goes on sale now.
+    let cancelled = data(
+        app.graphql(CANCEL, json!({ "id": handed }), Some(&first))
+            .await,
+        "cancelOrder",
+    );
+    assert_eq!(cancelled["order"]["status"], "CANCELLED", "{cancelled}");
+    assert_eq!(app.available(store, product).await, 1);
+    assert_flushed_and_audited(&app).await;
+}

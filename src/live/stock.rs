@@ -1,0 +1,162 @@
+//! One subscriber's view of some products: the first value of each as soon as it is
+//! known, then the latest value whenever it differs from the last one sent, at most once
+//! per `min_interval` per product. A value held back by the interval is sent when the
+//! interval ends, so the last value a subscriber sees is always the latest.
+
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use futures_util::{FutureExt, Stream};
+use tokio::time::Instant;
+
+use super::hub::ProductWatch;
+use crate::domain::ProductId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockUpdate {
+    pub product: ProductId,
+    pub available: i64,
+}
+
+struct Watched {
+    watch: ProductWatch,
+    sent: Option<i64>,
+    next_at: Instant,
+}
+
+pub struct StockStream {
+    products: Vec<Watched>,
+    min_interval: Duration,
+    /// Where the next scan starts, so a busy product cannot starve the others.
+    cursor: usize,
+}
+
+impl StockStream {
+    pub fn new(watches: Vec<ProductWatch>, min_interval: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            products: watches
+                .into_iter()
+                .map(|watch| Watched {
+                    watch,
+                    sent: None,
+                    next_at: now,
+                })
+                .collect(),
+            min_interval,
+            cursor: 0,
+        }
+    }
+
+    /// The next update; never `None` while the products' channels live.
+    pub async fn next_update(&mut self) -> Option<StockUpdate> {
+        if self.products.is_empty() {
+            return None;
+        }
+        loop {
+            let now = Instant::now();
+            let mut wake_at: Option<Instant> = None;
+            let count = self.products.len();
+            for step in 0..count {
+                let index = (self.cursor + step) % count;
+                let entry = &mut self.products[index];
+                let Some(latest) = *entry.watch.latest.borrow_and_update() else {
+                    continue;
+                };
+                if entry.sent == Some(latest) {
+                    continue;
+                }
+                if entry.next_at <= now {
+                    entry.sent = Some(latest);
+                    entry.next_at = now + self.min_interval;
+                    self.cursor = (index + 1) % count;
+                    return Some(StockUpdate {
+                        product: entry.watch.product,
+                        available: latest,
+                    });
+                }
+                wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
+            }
+            let changed = select_all(
+                self.products
+                    .iter_mut()
+                    .map(|entry| entry.watch.latest.changed().boxed()),
+            );
+            let closed = match wake_at {
+                Some(at) => tokio::select! {
+                    (result, _, _) = changed => result.is_err(),
+                    () = tokio::time::sleep_until(at) => false,
+                },
+                None => changed.await.0.is_err(),
+            };
+            if closed {
+                return None;
+            }
+        }
+    }
+
+    pub fn into_stream(self) -> impl Stream<Item = StockUpdate> + Send {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            stream.next_update().await.map(|update| (update, stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::StoreId;
+    use crate::live::{Change, LiveHub};
+
+    fn stock(product: u64, available: i64) -> Change {
+        Change {
+            order: None,
+            stock: vec![(ProductId(product), available)],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_are_coalesced_and_the_latest_is_always_sent_last() {
+        let hub = LiveHub::new(Duration::from_millis(100));
+        let mut stream = StockStream::new(
+            vec![hub.watch_product(StoreId(1), ProductId(1))],
+            hub.min_interval(),
+        );
+        hub.apply(stock(1, 10));
+        let first = stream.next_update().await.unwrap();
+        assert_eq!(first.available, 10);
+        let started = Instant::now();
+        for available in (5..10).rev() {
+            hub.apply(stock(1, available));
+        }
+        let next = stream.next_update().await.unwrap();
+        assert_eq!(next.available, 5, "only the latest of a burst");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        hub.apply(stock(1, 4));
+        hub.apply(stock(1, 5));
+        // 4 then back to 5 within one interval: nothing new to say.
+        let quiet = tokio::time::timeout(Duration::from_secs(1), stream.next_update()).await;
+        assert!(quiet.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_product_has_its_own_interval() {
+        let hub = LiveHub::new(Duration::from_millis(100));
+        let mut stream = StockStream::new(
+            vec![
+                hub.watch_product(StoreId(1), ProductId(1)),
+                hub.watch_product(StoreId(1), ProductId(2)),
+            ],
+            hub.min_interval(),
+        );
+        hub.apply(stock(1, 3));
+        hub.apply(stock(2, 8));
+        let mut seen = [
+            stream.next_update().await.unwrap(),
+            stream.next_update().await.unwrap(),
+        ];
+        seen.sort_by_key(|u| u.product);
+        assert_eq!(seen[0].available, 3);
+        assert_eq!(seen[1].available, 8);
+    }
+}

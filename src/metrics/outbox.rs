@@ -1,0 +1,56 @@
+//! The outbox gauges, read from Redis: the backlog MySQL has not taken yet and the entries
+//! set aside as dead letters. Every instance samples the same streams, so dashboards take
+//! `max` over instances, not `sum`.
+
+use std::time::Duration;
+
+use metrics::gauge;
+use tokio_util::sync::CancellationToken;
+
+use super::{OUTBOX_DEAD_LETTERS, OUTBOX_PENDING};
+use crate::hold::HoldEngine;
+use crate::outbox::dead_letter_key;
+
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until `stop`; does nothing when no recorder is installed.
+pub async fn sample_outbox(engine: HoldEngine, stop: CancellationToken) {
+    if !super::enabled() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match lengths(&engine).await {
+            Ok((pending, dead)) => {
+                gauge!(OUTBOX_PENDING).set(pending as f64);
+                gauge!(OUTBOX_DEAD_LETTERS).set(dead as f64);
+            }
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "cannot sample the outbox")
+            }
+        }
+    }
+}
+
+/// Entries in every store's outbox and dead-letter streams. Acknowledged entries are
+/// deleted in the same MULTI, so a stream's length is its unread plus pending entries.
+async fn lengths(engine: &HoldEngine) -> anyhow::Result<(u64, u64)> {
+    let stores = engine.stores().await?;
+    if stores.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut pipe = redis::pipe();
+    for store in &stores {
+        let outbox = engine.keys().store(*store).outbox;
+        pipe.cmd("XLEN").arg(&outbox);
+        pipe.cmd("XLEN").arg(dead_letter_key(&outbox));
+    }
+    let counts: Vec<u64> = pipe.query_async(&mut engine.redis()).await?;
+    let pending = counts.iter().step_by(2).sum();
+    let dead = counts.iter().skip(1).step_by(2).sum();
+    Ok((pending, dead))
+}

@@ -1,0 +1,68 @@
+//! Notices when the Redis behind the connection is another server than before (it
+//! restarted, or a replica was promoted): its `run_id` changed. Every store is then
+//! checked against MySQL and rebuilt where Redis is behind, before it takes orders again.
+//! A script call that loses its connection stops every store at once
+//! (`HoldEngine::server_unverified`) until this watcher has looked at the server again:
+//! no order is taken on a restarted server before it was checked.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::context::AppContext;
+
+/// How often the server's run id is read: the longest a restarted Redis may serve
+/// scripts on stale data before its stores are marked as recovering.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+async fn run_id(app: &AppContext) -> anyhow::Result<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut app.engine.redis())
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("INFO server has no run_id"))
+}
+
+pub async fn watch(app: AppContext, stop: CancellationToken) {
+    let mut known: Option<String> = None;
+    // Set when the server changed and not every store was checked since.
+    let mut unchecked = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        // Failures seen before this look at the server are covered by it.
+        let failures = app.engine.connection_failures();
+        let Ok(current) = run_id(&app).await else {
+            continue;
+        };
+        if known.as_ref().is_some_and(|known| *known != current) {
+            tracing::warn!(
+                run_id = current,
+                "another Redis server answers (restarted or promoted); checking every store against MySQL"
+            );
+            unchecked = true;
+        }
+        known = Some(current);
+        if unchecked {
+            match super::ensure_all(&app.db, &app.engine).await {
+                Ok(rebuilt) => {
+                    tracing::info!(rebuilt, "every store checked against MySQL");
+                    unchecked = false;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "store check failed; trying again"
+                    );
+                    continue;
+                }
+            }
+        }
+        app.engine.checked_up_to(failures);
+    }
+}

@@ -1,0 +1,544 @@
+//! Live stock and order updates over WebSocket: what a storefront sees while a sale runs.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestOptions, one_at_a_time, spawn_app_with};
+use crate::subscriber::{
+    Event, LEGACY_WS, ORDER_CHANGED, STOCK_CHANGED, Subscriber, refused_upgrade,
+};
+use flashstock::domain::{ProductId, StoreId};
+
+const LOCK: &str = "mutation($input: LockOrderInput!) {
+    lockOrder(input: $input) { order { id status } errors { code } }
+}";
+const CANCEL: &str =
+    "mutation($id: ID!) { cancelOrder(orderId: $id) { order { status } errors { code } } }";
+
+/// Holds `quantity` units; the order id, or `None` when the stock is short.
+async fn hold(app: &TestApp, token: &str, product: ProductId, quantity: i64) -> Option<String> {
+    let body = app
+        .graphql(
+            LOCK,
+            json!({ "input": { "items": [
+                { "productId": product.0.to_string(), "quantity": quantity }
+            ] } }),
+            Some(token),
+        )
+        .await;
+    let payload = &body["data"]["lockOrder"];
+    match payload["order"]["id"].as_str() {
+        Some(id) => Some(id.to_owned()),
+        None => {
+            assert_eq!(payload["errors"][0]["code"], "INSUFFICIENT_STOCK", "{body}");
+            None
+        }
+    }
+}
+
+async fn cancel(app: &TestApp, token: &str, order: &str) {
+    let body = app
+        .graphql(CANCEL, json!({ "id": order }), Some(token))
+        .await;
+    assert_eq!(
+        body["data"]["cancelOrder"]["order"]["status"], "CANCELLED",
+        "{body}"
+    );
+}
+
+fn available_of(payload: &Value) -> i64 {
+    assert!(payload.get("errors").is_none(), "{payload}");
+    payload["data"]["stockChanged"]["available"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Reads stock updates until one says `expected`; fails after `limit`. Returns the
+/// values seen on the way.
+async fn until_available(subscriber: &mut Subscriber, expected: i64, limit: Duration) -> Vec<i64> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while seen.last() != Some(&expected) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("never saw {expected} within {limit:?}; saw {seen:?}"));
+        match subscriber.event("s", left).await {
+            Some(Event::Next(payload)) => seen.push(available_of(&payload)),
+            None => panic!("never saw {expected} within {limit:?}; saw {seen:?}"),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    seen
+}
+
+/// Holds expire after `hold_ttl` and the sweeper gives them back within 100ms.
+fn quick_expiry(hold_ttl: &str) -> TestOptions {
+    TestOptions::default()
+        .arg("hold-ttl", hold_ttl)
+        .arg("sweep-interval", "100ms")
+}
+
+/// A socket subscribed (as "s") to one product's stock.
+async fn stock_subscriber(address: &str, product: ProductId) -> Subscriber {
+    let mut subscriber = Subscriber::connect(address, None).await;
+    subscriber
+        .subscribe(
+            "s",
+            STOCK_CHANGED,
+            json!({ "ids": [product.0.to_string()] }),
+        )
+        .await;
+    subscriber
+}
+
+/// A product of `stock` units. One customer takes every hold in these tests, so the
+/// per-customer hold cap is off.
+async fn sale(options: TestOptions, stock: i64) -> (TestApp, StoreId, ProductId) {
+    let app = spawn_app_with(options.arg("max-holds-per-customer", 0)).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 1000, stock, None).await;
+    (app, store, product)
+}
+
+#[tokio::test]
+async fn stock_changed_sends_the_current_value_then_every_change() {
+    // Holds expire after 2s and the sweeper looks every 100ms.
+    let options = TestOptions::default()
+        .arg("hold-ttl", "2s")
+        .arg("sweep-interval", "100ms");
+    let (app, store, product) = sale(options, 20).await;
+    let (_, token) = app.create_customer().await;
+    let mut subscriber = Subscriber::connect(&app.address, None).await;
+    subscriber
+        .subscribe(
+            "s",
+            STOCK_CHANGED,
+            json!({ "ids": [product.0.to_string()] }),
+        )
+        .await;
+
+    // The current value first.
+    let first = subscriber.next_payload("s", Duration::from_secs(2)).await;
+    assert_eq!(
+        first["data"]["stockChanged"]["productId"],
+        product.0.to_string()
+    );
+    assert_eq!(available_of(&first), 20);
+
+    // Six holds, seen within a second.
+    let started = Instant::now();
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        orders.push(hold(&app, &token, product, 1).await.unwrap());
+    }
+    let seen = until_available(&mut subscriber, 14, Duration::from_secs(1)).await;
+    eprintln!(
+        "6 holds seen {:?} after the first: {seen:?}",
+        started.elapsed()
+    );
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+
+    // A cancel.
+    cancel(&app, &token, &orders[0]).await;
+    until_available(&mut subscriber, 15, Duration::from_secs(1)).await;
+
+    // The other five expire (2s after they were made; the sweeper gives them back).
+    let seen = until_available(&mut subscriber, 20, Duration::from_secs(5)).await;
+    assert!(seen.iter().all(|v| (15..=20).contains(v)), "{seen:?}");
+    assert_eq!(app.available(store, product).await, 20);
+}
+
+#[tokio::test]
+async fn the_last_value_a_subscriber_sees_is_the_true_one_after_a_burst() {
+    let (app, store, product) = sale(TestOptions::default(), 25).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        let mut subscriber = stock_subscriber(&app.address, product).await;
+        assert_eq!(
+            available_of(&subscriber.next_payload("s", Duration::from_secs(2)).await),
+            25
+        );
+        subscribers.push(subscriber);
+    }
+    let mut buyers = Vec::new();
+    for _ in 0..10 {
+        buyers.push(app.create_customer().await.1);
+    }
+    // 40 concurrent holds of one unit and 10 cancels race on 25 units.
+    let holds = join_all((0..40).map(|i| hold(&app, &buyers[i % 10], product, 1))).await;
+    let held: Vec<String> = holds.into_iter().flatten().collect();
+    assert_eq!(held.len(), 25, "successes equal the stock");
+    join_all(held.iter().take(10).enumerate().map(|(i, order)| {
+        // Each order's owner is the buyer whose turn it was; try them all.
+        let app = &app;
+        let buyers = &buyers;
+        async move {
+            for token in buyers {
+                let body = app
+                    .graphql(CANCEL, json!({ "id": order }), Some(token))
+                    .await;
+                if body["data"]["cancelOrder"]["order"]["status"] == "CANCELLED" {
+                    return;
+                }
+            }
+            panic!("order {i} could not be cancelled");
+        }
+    }))
+    .await;
+    let truth = app.available(store, product).await;
+    assert_eq!(truth, 10);
+    for subscriber in &mut subscribers {
+        until_available(subscriber, truth, Duration::from_secs(2)).await;
+        // Nothing after it: the true value is the last one.
+        let after = subscriber.event("s", Duration::from_millis(400)).await;
+        assert!(after.is_none(), "{after:?}");
+    }
+}
+
+#[tokio::test]
+async fn order_changed_reports_expiry_to_the_owner_and_nothing_to_anyone_else() {
+    let (app, _store, product) = sale(quick_expiry("1s"), 5).await;
+    let (_, owner) = app.create_customer().await;
+    let (_, other) = app.create_customer().await;
+    let order = hold(&app, &owner, product, 2).await.unwrap();
+
+    let mut watcher = Subscriber::connect(&app.address, Some(&owner)).await;
+    watcher
+        .subscribe("o", ORDER_CHANGED, json!({ "id": order }))
+        .await;
+    let now = watcher.next_payload("o", Duration::from_secs(2)).await;
+    assert_eq!(now["data"]["orderChanged"]["id"], order);
+    assert_eq!(now["data"]["orderChanged"]["status"], "HELD");
+    let expired = watcher.next_payload("o", Duration::from_secs(4)).await;
+    assert_eq!(
+        expired["data"]["orderChanged"]["status"], "EXPIRED",
+        "{expired}"
+    );
+    assert_eq!(expired["data"]["orderChanged"]["heldUntil"], Value::Null);
+    assert!(matches!(
+        watcher.event("o", Duration::from_secs(1)).await,
+        Some(Event::Complete)
+    ));
+
+    // Someone else's order, an unknown one and a malformed id all read alike.
+    let mut stranger = Subscriber::connect(&app.address, Some(&other)).await;
+    let unknown = format!("{}-0193a6c4-7f21-7c3e-9a41-5d2b8e6f1a00", _store.0);
+    for (id, target) in [
+        ("a", order.as_str()),
+        ("b", unknown.as_str()),
+        ("c", "nope"),
+    ] {
+        stranger
+            .subscribe(id, ORDER_CHANGED, json!({ "id": target }))
+            .await;
+        let payload = stranger.next_payload(id, Duration::from_secs(2)).await;
+        assert_eq!(
+            payload["errors"][0]["extensions"]["code"], "NOT_FOUND",
+            "{payload}"
+        );
+        assert_eq!(payload["errors"][0]["message"], "order not found");
+        assert!(
+            payload.get("data").is_none_or(Value::is_null),
+            "no data: {payload}"
+        );
+        assert!(matches!(
+            stranger.event(id, Duration::from_secs(1)).await,
+            Some(Event::Complete)
+        ));
+    }
+
+    // Without a token there is no viewer.
+    let mut anonymous = Subscriber::connect(&app.address, None).await;
+    anonymous
+        .subscribe("x", ORDER_CHANGED, json!({ "id": order }))
+        .await;
+    let payload = anonymous.next_payload("x", Duration::from_secs(2)).await;
+    assert_eq!(
+        payload["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test]
+async fn order_changed_without_an_id_follows_every_order_of_the_viewer() {
+    let (app, _store, product) = sale(TestOptions::default(), 5).await;
+    let (_, owner) = app.create_customer().await;
+    let (_, other) = app.create_customer().await;
+    let mut watcher = Subscriber::connect_with(&app.address, LEGACY_WS, Some(&owner)).await;
+    watcher.subscribe("all", ORDER_CHANGED, json!({})).await;
+    // Give the subscription a moment to start before the changes it must see.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    hold(&app, &other, product, 1).await.unwrap();
+    let order = hold(&app, &owner, product, 1).await.unwrap();
+    cancel(&app, &owner, &order).await;
+    for status in ["HELD", "CANCELLED"] {
+        let payload = watcher.next_payload("all", Duration::from_secs(2)).await;
+        assert_eq!(payload["data"]["orderChanged"]["id"], order, "{payload}");
+        assert_eq!(payload["data"]["orderChanged"]["status"], status);
+    }
+    assert!(
+        watcher
+            .event("all", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn subscription_input_is_checked_like_any_request() {
+    let (app, _store, product) = sale(TestOptions::default(), 5).await;
+    let mut subscriber = Subscriber::connect(&app.address, None).await;
+    let too_many: Vec<String> = (1..=101).map(|i| i.to_string()).collect();
+    let cases = [
+        ("none", json!({ "ids": [] }), "BAD_USER_INPUT"),
+        ("many", json!({ "ids": too_many }), "BAD_USER_INPUT"),
+        (
+            "unknown",
+            json!({ "ids": [product.0.to_string(), "999999"] }),
+            "NOT_FOUND",
+        ),
+    ];
+    for (id, variables, code) in cases {
+        subscriber.subscribe(id, STOCK_CHANGED, variables).await;
+        let payload = subscriber.next_payload(id, Duration::from_secs(2)).await;
+        assert_eq!(
+            payload["errors"][0]["extensions"]["code"], code,
+            "{id}: {payload}"
+        );
+    }
+    // Documents are costed as on POST.
+    let nested = format!(
+        "subscription {{ stockChanged(productIds: {}\"1\"{}) {{ productId }} }}",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    subscriber.subscribe("deep", &nested, json!({})).await;
+    let payload = subscriber
+        .next_payload("deep", Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        payload["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP",
+        "{payload}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_holds_at_most_ten_subscriptions() {
+    let (app, _store, product) = sale(TestOptions::default(), 5).await;
+    let mut subscriber = Subscriber::connect(&app.address, None).await;
+    let ids = json!({ "ids": [product.0.to_string()] });
+    for i in 0..10 {
+        subscriber
+            .subscribe(&format!("s{i}"), STOCK_CHANGED, ids.clone())
+            .await;
+        subscriber
+            .next_payload(&format!("s{i}"), Duration::from_secs(2))
+            .await;
+    }
+    subscriber
+        .subscribe("s10", STOCK_CHANGED, ids.clone())
+        .await;
+    match subscriber.event("s10", Duration::from_secs(2)).await {
+        Some(Event::Error(payload)) => {
+            assert_eq!(
+                payload[0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+                "{payload}"
+            )
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Completing one makes room.
+    subscriber
+        .send(json!({ "type": "complete", "id": "s3" }))
+        .await;
+    subscriber.subscribe("s11", STOCK_CHANGED, ids).await;
+    let payload = subscriber.next_payload("s11", Duration::from_secs(2)).await;
+    assert_eq!(available_of(&payload), 5);
+}
+
+#[tokio::test]
+async fn a_socket_without_connection_init_is_closed_with_4408() {
+    let app = spawn_app_with(TestOptions::default().arg("ws-init-timeout", "300ms")).await;
+    let mut silent = Subscriber::open(&app.address, crate::subscriber::TRANSPORT_WS).await;
+    let started = Instant::now();
+    let (code, reason) = silent.closed(Duration::from_secs(3)).await;
+    assert_eq!(code, 4408, "{reason}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // One that does init in time stays open past the timeout.
+    let mut polite = Subscriber::connect(&app.address, None).await;
+    assert!(
+        polite
+            .try_message(Duration::from_millis(600))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_or_an_oversized_message_closes_the_socket() {
+    let app = spawn_app_with(TestOptions::default().arg("max-body-bytes", 2048)).await;
+    let mut forged = Subscriber::open(&app.address, crate::subscriber::TRANSPORT_WS).await;
+    forged
+        .init(json!({ "authorization": "Bearer not-a-token" }))
+        .await;
+    assert_eq!(forged.closed(Duration::from_secs(2)).await.0, 4403);
+
+    let mut big = Subscriber::connect(&app.address, None).await;
+    big.send_raw(format!(
+        "{{\"type\":\"ping\",\"payload\":\"{}\"}}",
+        "x".repeat(4096)
+    ))
+    .await;
+    assert_eq!(big.closed(Duration::from_secs(2)).await.0, 1009);
+}
+
+#[tokio::test]
+async fn connections_over_the_caps_are_refused_before_the_upgrade() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("ws-max-connections-per-address", 2)
+            .arg("ws-max-connections", 50),
+    )
+    .await;
+    let first = Subscriber::connect(&app.address, None).await;
+    let _second = Subscriber::connect(&app.address, None).await;
+    let (status, body) = refused_upgrade(&app.address).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "TOO_MANY_CONNECTIONS"
+    );
+    // A closed socket gives its place back.
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _third = Subscriber::connect(&app.address, None).await;
+
+    let app = spawn_app_with(TestOptions::default().arg("ws-max-connections", 1)).await;
+    let _only = Subscriber::connect(&app.address, None).await;
+    let (status, body) = refused_upgrade(&app.address).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "TOO_MANY_CONNECTIONS"
+    );
+}
+
+/// Resident memory of a process, from /proc (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn five_hundred_subscribers_see_the_sell_out_and_sigterm_closes_them_with_1001() {
+    let _serial = one_at_a_time().await;
+    const SUBSCRIBERS: usize = 500;
+    const STOCK: i64 = 150;
+    let (app, store, product) = sale(TestOptions::default(), STOCK).await;
+    let service = crate::process::ServiceProcess::start(
+        &app,
+        &crate::helpers::redis_url(),
+        &[
+            ("WS_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
+            ("MAX_HOLDS_PER_CUSTOMER", "0"),
+        ],
+    )
+    .await;
+    let before = rss_kib(service.pid());
+    let subscribers = join_all((0..SUBSCRIBERS).map(|_| {
+        let address = service.address.clone();
+        async move {
+            let mut subscriber = stock_subscriber(&address, product).await;
+            let first = subscriber.next_payload("s", Duration::from_secs(10)).await;
+            assert_eq!(available_of(&first), STOCK);
+            subscriber
+        }
+    }))
+    .await;
+    let after = rss_kib(service.pid());
+    eprintln!(
+        "{SUBSCRIBERS} subscribers: service RSS {before} KiB -> {after} KiB, {:.1} KiB per socket",
+        (after.saturating_sub(before)) as f64 / SUBSCRIBERS as f64
+    );
+
+    // 30 buyers hold one unit at a time until the product is sold out.
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        tokens.push(app.create_customer().await.1);
+    }
+    let started = Instant::now();
+    let held = join_all(tokens.iter().map(|token| {
+        let http = &http;
+        let address = &service.address;
+        async move {
+            let mut held = 0;
+            loop {
+                let body: Value = http
+                    .post(format!("{address}/graphql"))
+                    .bearer_auth(token)
+                    .json(&json!({ "query": LOCK, "variables": { "input": { "items": [
+                        { "productId": product.0.to_string(), "quantity": 1 }
+                    ] } } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if body["data"]["lockOrder"]["order"]["id"].is_string() {
+                    held += 1;
+                } else {
+                    assert_eq!(
+                        body["data"]["lockOrder"]["errors"][0]["code"], "INSUFFICIENT_STOCK",
+                        "{body}"
+                    );
+                    return held;
+                }
+            }
+        }
+    }))
+    .await;
+    let sold_out = started.elapsed();
+    assert_eq!(held.iter().sum::<i64>(), STOCK, "successes equal the stock");
+    assert_eq!(app.available(store, product).await, 0);
+
+    let mut subscribers = join_all(subscribers.into_iter().map(|mut subscriber| async move {
+        until_available(&mut subscriber, 0, Duration::from_secs(5)).await;
+        subscriber
+    }))
+    .await;
+    eprintln!(
+        "sold out in {sold_out:?}; all {SUBSCRIBERS} subscribers saw 0 within {:?} of the first hold",
+        started.elapsed()
+    );
+
+    // SIGTERM: every socket is closed with 1001, and the process exits.
+    service.terminate();
+    let codes = join_all(
+        subscribers
+            .iter_mut()
+            .map(|subscriber| subscriber.closed(Duration::from_secs(10))),
+    )
+    .await;
+    assert!(
+        codes.iter().all(|(code, _)| *code == 1001),
+        "{:?}",
+        &codes[..3]
+    );
+    let mut service = service;
+    assert!(
+        service
+            .wait_for_exit(Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+}
