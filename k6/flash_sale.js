@@ -13,41 +13,83 @@
 // The run fails (exit code 99 or 107) when a buyer got anything but HELD or
 // INSUFFICIENT_STOCK, when more units were held than existed, or when the units the
 // service says are gone differ from what the buyers were told they hold.
+//
+// WAITLIST=1 measures the waitlist under load: every buyer turned away joins the
+// waitlist, then RELEASES (20) of the holds are cancelled one by one while POLLERS (50)
+// bots hammer lockOrder for the same product. Every released unit should reach a
+// waitlisted customer (as a HELD order made inside the cancel), none a poller:
+// flash_released_units, flash_poller_units (threshold: 0) and flash_waitlisted say how
+// many went where.
+//   k6 run -e WAITLIST=1 -e BUYERS=500 -e UNITS=50 k6/flash_sale.js
 
 import exec from 'k6/execution';
 import { check, fail } from 'k6';
 import { Counter } from 'k6/metrics';
 import {
-  adminToken, available, createProduct, customers, errorCode, lockOrder, runTag,
+  adminToken, available, cancelOrder, createProduct, customers, errorCode, joinWaitlist,
+  lockOrder, runTag,
 } from './lib.js';
 
 const BUYERS = parseInt(__ENV.BUYERS || '2000', 10);
 const UNITS = parseInt(__ENV.UNITS || '100', 10);
 const QUANTITY = parseInt(__ENV.QUANTITY || '1', 10);
 const VUS = Math.min(BUYERS, parseInt(__ENV.VUS || '500', 10));
-// Every buyer wants QUANTITY units; when they want more than there is, all is held.
-const EXPECTED_HELD = Math.min(UNITS - (UNITS % QUANTITY), BUYERS * QUANTITY);
 
 const heldUnits = new Counter('flash_held_units');
 const soldOut = new Counter('flash_sold_out');
 const unexpected = new Counter('flash_unexpected');
+const waitlisted = new Counter('flash_waitlisted');
+const releasedUnits = new Counter('flash_released_units');
+const pollerUnits = new Counter('flash_poller_units');
+
+const WAITLIST = __ENV.WAITLIST === '1';
+// How many holds are given back, and how many bots poll for them meanwhile.
+const RELEASES = parseInt(__ENV.RELEASES || '20', 10);
+const POLLERS = parseInt(__ENV.POLLERS || '50', 10);
+// The release phase starts once the sale is over.
+const RELEASE_AFTER = __ENV.RELEASE_AFTER || '60s';
+// With WAITLIST the releasing holds take their units before the sale opens.
+const SALE_UNITS = WAITLIST ? UNITS - RELEASES * QUANTITY : UNITS;
+// Every buyer wants QUANTITY units; when they want more than there is, all is held.
+const EXPECTED_HELD = Math.min(SALE_UNITS - (SALE_UNITS % QUANTITY), BUYERS * QUANTITY);
+
+const scenarios = {
+  flash_sale: {
+    executor: 'shared-iterations',
+    vus: VUS,
+    iterations: BUYERS,
+    maxDuration: __ENV.MAX_DURATION || '5m',
+  },
+};
+const thresholds = {
+  // Never more units held than existed, and no unit left behind while buyers were refused.
+  flash_held_units: [`count<=${SALE_UNITS}`, `count>=${EXPECTED_HELD}`],
+  flash_unexpected: ['count==0'],
+  checks: ['rate==1'],
+};
+if (WAITLIST) {
+  scenarios.release = {
+    executor: 'per-vu-iterations',
+    exec: 'release',
+    vus: 1,
+    iterations: 1,
+    startTime: RELEASE_AFTER,
+  };
+  scenarios.pollers = {
+    executor: 'constant-vus',
+    exec: 'poll',
+    vus: POLLERS,
+    duration: __ENV.POLL_DURATION || '30s',
+    startTime: RELEASE_AFTER,
+  };
+  // The goal: every released unit went to a waitlisted customer.
+  thresholds.flash_poller_units = ['count==0'];
+}
 
 export const options = {
   setupTimeout: __ENV.SETUP_TIMEOUT || '10m',
-  scenarios: {
-    flash_sale: {
-      executor: 'shared-iterations',
-      vus: VUS,
-      iterations: BUYERS,
-      maxDuration: __ENV.MAX_DURATION || '5m',
-    },
-  },
-  thresholds: {
-    // Never more units held than existed, and no unit left behind while buyers were refused.
-    flash_held_units: [`count<=${UNITS}`, `count>=${EXPECTED_HELD}`],
-    flash_unexpected: ['count==0'],
-    checks: ['rate==1'],
-  },
+  scenarios,
+  thresholds,
 };
 
 export function setup() {
@@ -58,9 +100,46 @@ export function setup() {
     stock: UNITS,
     maxPerCustomer: QUANTITY,
   });
-  const tokens = customers(`flash-${tag}`, BUYERS, parseInt(__ENV.REGISTER_PARALLEL || '16', 10));
+  const parallel = parseInt(__ENV.REGISTER_PARALLEL || '16', 10);
+  const tokens = customers(`flash-${tag}`, BUYERS, parallel);
   console.log(`flash sale: product ${productId}, ${UNITS} units, ${tokens.length} buyers`);
-  return { productId, tokens };
+  if (!WAITLIST) {
+    return { productId, tokens };
+  }
+  // The holds given back later: taken here, before the sale, by accounts of their own.
+  const holders = customers(`flash-holder-${tag}`, RELEASES, parallel);
+  const releases = holders.map((token) => {
+    const held = lockOrder(token, productId, QUANTITY).payload;
+    if (!held || !held.order) {
+      fail(`a releasing hold was refused: ${JSON.stringify(held)}`);
+    }
+    return { token, orderId: held.order.id };
+  });
+  const pollers = customers(`flash-poller-${tag}`, POLLERS, parallel);
+  return { productId, tokens, releases, pollers };
+}
+
+// WAITLIST: gives the releasing holds back one by one while the pollers run.
+export function release(data) {
+  for (const { token, orderId } of data.releases) {
+    const cancelled = cancelOrder(token, orderId);
+    if (cancelled && cancelled.order && cancelled.order.status === 'CANCELLED') {
+      releasedUnits.add(QUANTITY);
+    } else {
+      console.error(`cancel of ${orderId}: ${JSON.stringify(cancelled)}`);
+    }
+  }
+}
+
+// WAITLIST: a bot polling lockOrder for the sold-out product; every unit it gets is one
+// the waitlist did not.
+export function poll(data) {
+  const token = data.pollers[exec.vu.idInTest % data.pollers.length];
+  const result = lockOrder(token, data.productId, QUANTITY);
+  if (result.payload && result.payload.order) {
+    pollerUnits.add(QUANTITY);
+    cancelOrder(token, result.payload.order.id);
+  }
 }
 
 export default function (data) {
@@ -79,6 +158,12 @@ export default function (data) {
     heldUnits.add(QUANTITY);
   } else if (code === 'INSUFFICIENT_STOCK') {
     soldOut.add(1);
+    if (WAITLIST) {
+      const joined = joinWaitlist(data.tokens[buyer], data.productId, QUANTITY);
+      if (joined && joined.entry) {
+        waitlisted.add(1);
+      }
+    }
   }
   if (!ok) {
     unexpected.add(1);
@@ -88,7 +173,9 @@ export default function (data) {
 
 export function teardown(data) {
   const left = available(data.productId);
-  const taken = UNITS - left;
+  // In WAITLIST mode the releasing holds were taken before the sale.
+  // With WAITLIST, released units go to waitlisted customers as holds: still taken.
+  const taken = UNITS - left - (WAITLIST ? data.releases.length * QUANTITY : 0);
   console.log(`flash sale: ${UNITS} units, ${left} available, ${taken} held; expected ${EXPECTED_HELD}`);
   if (left < 0 || taken > UNITS) {
     fail(`OVERSOLD: ${taken} units held of ${UNITS}`);

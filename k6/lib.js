@@ -165,6 +165,24 @@ export function errorCode(payload) {
   return payload && payload.errors.length ? payload.errors[0].code : undefined;
 }
 
+export const JOIN_WAITLIST = `mutation joinWaitlist($id: ID!, $quantity: Int!) {
+  joinWaitlist(productId: $id, quantity: $quantity) {
+    entry { position status } errors { code message } } }`;
+
+// Joins the product's waitlist; returns the joinWaitlist payload or null.
+export function joinWaitlist(token, productId, quantity) {
+  const result = gql(JOIN_WAITLIST, { id: productId, quantity }, token);
+  return result.body && result.body.data ? result.body.data.joinWaitlist : null;
+}
+
+export const CANCEL_ORDER = `mutation cancelOrder($id: ID!) {
+  cancelOrder(orderId: $id) { order { status } errors { code } } }`;
+
+export function cancelOrder(token, orderId) {
+  const result = gql(CANCEL_ORDER, { id: orderId }, token);
+  return result.body && result.body.data ? result.body.data.cancelOrder : null;
+}
+
 // Pays for an order as the payment provider would (docs/PAYMENTS.md): a payment.succeeded
 // notification signed with PAYMENT_WEBHOOK_SECRET, HMAC-SHA256 over "<t>.<body>". Returns
 // { response, body }; a 200 body is { orderId, status }.

@@ -1,10 +1,11 @@
 -- expire.lua: releases holds that are past their deadline; safe to run any number of
 -- times, from any number of instances, for holds in any state.
--- Runs after hold_lib.lua (KEYS[1..6] are the store's keys described there).
+-- Runs after hold_lib.lua (KEYS[1..STORE_KEYS] are the store's keys described there).
 --
--- KEYS[7..]  hold:<order> for each candidate order
--- ARGV[1]    retention of a finished hold (ms)
--- ARGV[2..]  the candidates' order ids, in the same order as their KEYS
+-- KEYS[S+1..]  hold:<order> for each candidate order      (S = STORE_KEYS)
+-- ARGV[1]      retention of a finished hold (ms)
+-- ARGV[2..6]   the waitlist hand-over's settings and spare order ids (see read_waitlist)
+-- ARGV[7..]    the candidates' order ids, in the same order as their KEYS
 --
 -- A candidate that is HELD and due (Redis TIME >= held_until) becomes EXPIRED with its
 -- units back; one that is HELD but not yet due is left alone; one that is gone or no
@@ -12,10 +13,11 @@
 -- Reply: the number of holds released by this call.
 
 local retention_ms = tonumber(ARGV[1])
+read_waitlist(2)
 local now = now_ms()
 local released = 0
-for i = 7, #KEYS do
-  local hold_key, order_id = KEYS[i], ARGV[i - 5]
+for i = STORE_KEYS + 1, #KEYS do
+  local hold_key, order_id = KEYS[i], ARGV[i - STORE_KEYS + 6]
   local status, held_until = unpack(redis.call('HMGET', hold_key, 'status', 'held_until'))
   if status == 'HELD' then
     if now >= tonumber(held_until) then

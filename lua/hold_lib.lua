@@ -2,7 +2,7 @@
 -- service prepends it to each script body before loading, so a helper is written once
 -- and every script still runs as one atomic EVALSHA.
 --
--- Every script that includes it takes the store's six keys first, in this order:
+-- Every script that includes it takes the store's STORE_KEYS keys first, in this order:
 --   KEYS[1] stock      HASH product_id -> available units
 --   KEYS[2] held       HASH product_id -> units in HELD holds
 --   KEYS[3] sold       HASH product_id -> units in CONFIRMED holds
@@ -10,19 +10,42 @@
 --                           and "<user>:holds" -> the user's HELD holds (the hold cap)
 --   KEYS[5] deadlines  ZSET order_id -> held_until (ms); the sweeper's index
 --   KEYS[6] outbox     STREAM of order and stock events, read by the flusher
+-- Pre-orders (backorders), counted apart from stock:
+--   KEYS[7]  backorder    HASH product_id -> units still open for pre-order
+--   KEYS[8]  bo_held      HASH product_id -> pre-ordered units in HELD holds
+--   KEYS[9]  bo_sold      HASH product_id -> pre-ordered units in CONFIRMED holds, not yet filled
+--   KEYS[10] bo_queue     ZSET (all scores 0) "<pid>:<created ms, 13 digits>:<order>": confirmed
+--                              pre-orders waiting for stock, oldest first by ZRANGEBYLEX
+--   KEYS[11] bo_open      HASH "<order>:<pid>" -> that order's units still waiting for stock
+--   KEYS[12] terms        HASH "<pid>:max" -> per-customer limit (0 = none),
+--                              "<pid>:bo" -> backorder limit; written by the catalog and terms.lua
+-- Per product: backorder + bo_held + bo_sold == terms[<pid>:bo].
+-- The waitlist (customers waiting for returning units):
+--   KEYS[13] wl_queue     ZSET (all scores 0) "<pid>:<seq, 12 digits>:<user>", first come
+--                              first served per product by ZRANGEBYLEX
+--   KEYS[14] wl_entry     HASH "<pid>:<user>" -> "<seq>:<quantity>:<deadline ms>:<unit price>",
+--                              "<pid>:<user>:skip" -> why the entry was last passed over
+--                              (LIMIT or HOLD_CAP), "#seq" -> the join counter
+-- A script's own keys follow from KEYS[STORE_KEYS + 1].
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
 -- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
 -- carries the same hash tag without taking a KEYS slot (docs/LIVE.md).
 --
--- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price,..."), total,
--- status, created, held_until, confirmed, finished, payment_ref, confirmed_by, idem,
--- version (1 while HELD, 2 once terminal). Times are Unix milliseconds from Redis TIME.
+-- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price[:backordered],..."
+-- where the 4th part, present only when > 0, is how many of the line's units are a
+-- pre-order), total, status, created, held_until, confirmed, finished, payment_ref,
+-- confirmed_by, idem, version (1 while HELD, 2 once terminal), and waitlist ('1' on a
+-- hold handed over from the waitlist). Times are Unix milliseconds from Redis TIME.
 
 local store = {
   stock = KEYS[1], held = KEYS[2], sold = KEYS[3],
   bought = KEYS[4], deadlines = KEYS[5], outbox = KEYS[6],
+  backorder = KEYS[7], bo_held = KEYS[8], bo_sold = KEYS[9],
+  bo_queue = KEYS[10], bo_open = KEYS[11], terms = KEYS[12],
+  wl_queue = KEYS[13], wl_entry = KEYS[14],
   live = string.sub(KEYS[1], 1, -6) .. 'live',
 }
+local STORE_KEYS = 14
 
 -- Redis's clock, never the app's: every instance agrees on when a hold is due.
 local function now_ms()
@@ -33,6 +56,13 @@ end
 -- Integers as plain digits: Lua's default number format switches to 1e+14 notation.
 local function int(n)
   return string.format('%d', n)
+end
+
+-- HINCRBY that skips a zero step: Lua's -0 reaches Redis as "-0", which is no integer.
+local function incr(key, field, by)
+  if by ~= 0 then
+    redis.call('HINCRBY', key, field, by)
+  end
 end
 
 -- The field of `bought` that counts a customer's HELD holds in this store.
@@ -48,9 +78,10 @@ local function end_hold(user)
   end
 end
 
+-- Calls fn(pid, quantity, unit_price, backordered) for each line of a hold.
 local function each_line(lines, fn)
-  for pid, qty, price in string.gmatch(lines, '(%d+):(%d+):(%d+)') do
-    fn(pid, tonumber(qty), tonumber(price))
+  for pid, qty, price, bo in string.gmatch(lines, '(%d+):(%d+):(%d+):?(%d*)') do
+    fn(pid, tonumber(qty), tonumber(price), tonumber(bo) or 0)
   end
 end
 
@@ -61,6 +92,78 @@ end
 local function next_seq()
   return redis.call('INCR', store.outbox .. ':seq')
 end
+
+-- One line as a hold stores it: the pre-ordered part only when there is one.
+local function encode_line(pid, qty, price, bo)
+  local line = pid .. ':' .. qty .. ':' .. int(price)
+  if bo > 0 then
+    line = line .. ':' .. bo
+  end
+  return line
+end
+
+-- ---------------------------------------------------------------------------------
+-- Pre-orders (backorders)
+
+-- The queue member of a confirmed pre-order: sorts by product, then by age.
+local function bo_member(pid, created, order_id)
+  return pid .. ':' .. string.format('%013d', tonumber(created)) .. ':' .. order_id
+end
+
+-- A hold's pre-ordered units move from held to confirmed and join the product's queue.
+local function confirm_backorder(order_id, created, pid, bo)
+  redis.call('HINCRBY', store.bo_held, pid, -bo)
+  redis.call('HINCRBY', store.bo_sold, pid, bo)
+  redis.call('ZADD', store.bo_queue, 0, bo_member(pid, created, order_id))
+  redis.call('HSET', store.bo_open, order_id .. ':' .. pid, bo)
+end
+
+-- Rewrites one line's pre-ordered part in a hold the store still keeps.
+local function set_line_backordered(hold_key, pid, bo)
+  local lines = redis.call('HGET', hold_key, 'lines')
+  if not lines then
+    return
+  end
+  local out = {}
+  each_line(lines, function(p, qty, price, old)
+    out[#out + 1] = encode_line(p, qty, price, p == pid and bo or old)
+  end)
+  redis.call('HSET', hold_key, 'lines', table.concat(out, ','))
+end
+
+-- Gives up to `units` new units of `pid` to its confirmed pre-orders, oldest first.
+-- Each filled order gets a 'backorder_filled' event. Returns the units used.
+-- `hold_key_of(order_id)` names an order's hold key (in this store's slot).
+local function fill_backorders(pid, units, restock_id, now, hold_key_of)
+  local used = 0
+  local waiting = redis.call('ZRANGEBYLEX', store.bo_queue, '[' .. pid .. ':', '[' .. pid .. ':~')
+  for _, member in ipairs(waiting) do
+    if used >= units then
+      break
+    end
+    local order_id = string.match(member, '^%d+:%d+:(.+)$')
+    local open_field = order_id .. ':' .. pid
+    local open = tonumber(redis.call('HGET', store.bo_open, open_field) or '0')
+    local fill = math.min(open, units - used)
+    if fill > 0 then
+      used = used + fill
+      redis.call('HINCRBY', store.bo_sold, pid, -fill)
+      redis.call('HINCRBY', store.backorder, pid, fill)
+      redis.call('HINCRBY', store.sold, pid, fill)
+      set_line_backordered(hold_key_of(order_id), pid, open - fill)
+      redis.call('XADD', store.outbox, '*', 'type', 'backorder_filled', 'order', order_id,
+        'seq', next_seq(), 'product', pid, 'units', fill, 'restock', restock_id, 'at', int(now))
+    end
+    if open - fill <= 0 then
+      redis.call('HDEL', store.bo_open, open_field)
+      redis.call('ZREM', store.bo_queue, member)
+    else
+      redis.call('HSET', store.bo_open, open_field, open - fill)
+    end
+  end
+  return used
+end
+-- ---------------------------------------------------------------------------------
 
 -- Appends the hold's whole current state, so the flusher can upsert it without
 -- reading anything else and a replayed or reordered event is harmless.
@@ -91,15 +194,114 @@ local function publish_change(order_id, user, status, pids)
   redis.call('PUBLISH', store.live, table.concat(words, ' '))
 end
 
--- Moves a HELD hold to a terminal status and gives every unit back to the sale.
+-- ---------------------------------------------------------------------------------
+-- Waitlist hand-over. A script that releases units sets `waitlist` from its ARGV with
+-- `read_waitlist(i)`; `release` and restock.lua then hand what came back to the head
+-- of the product's waitlist before the script ends, so no other buyer ever sees it.
+-- ARGV[i] hold TTL (ms)  ARGV[i+1] hold cap (0 = none)  ARGV[i+2] store id
+-- ARGV[i+3] prefix of the store's hold keys  ARGV[i+4] spare order ids, comma-separated
+local waitlist = nil
+
+local function read_waitlist(i)
+  local ids = {}
+  for id in string.gmatch(ARGV[i + 4] or '', '[^,]+') do
+    ids[#ids + 1] = id
+  end
+  waitlist = {
+    hold_ttl = tonumber(ARGV[i]), cap = tonumber(ARGV[i + 1]), store_id = ARGV[i + 2],
+    prefix = ARGV[i + 3], ids = ids, next = 1,
+  }
+end
+
+local function drop_entry(member, field)
+  redis.call('ZREM', store.wl_queue, member)
+  redis.call('HDEL', store.wl_entry, field, field .. ':skip')
+end
+
+-- A HELD order of `qty` units of `pid` for `user`, made from a waitlist entry.
+-- The price is the one the customer joined at.
+local function hold_for_waiter(user, pid, qty, price, now)
+  local order_id = waitlist.ids[waitlist.next]
+  waitlist.next = waitlist.next + 1
+  local held_until = now + waitlist.hold_ttl
+  local hold_key = waitlist.prefix .. order_id
+  local fields = {
+    'user', user, 'store', waitlist.store_id, 'lines', encode_line(pid, qty, price, 0),
+    'total', int(qty * price), 'status', 'HELD', 'created', int(now),
+    'held_until', int(held_until), 'idem', '', 'version', 1, 'waitlist', '1',
+  }
+  incr(store.stock, pid, -qty)
+  incr(store.held, pid, qty)
+  redis.call('HINCRBY', store.bought, user .. ':' .. pid, qty)
+  redis.call('HINCRBY', store.bought, holds_field(user), 1)
+  redis.call('HSET', hold_key, unpack(fields))
+  redis.call('SET', hold_key .. ':ttl', '1', 'PX', waitlist.hold_ttl)
+  redis.call('ZADD', store.deadlines, held_until, order_id)
+  append_order_event(order_id, hold_key)
+  -- Live subscribers see the hand-over as they see any new hold (lock.lua).
+  publish_change(order_id, user, 'HELD', { pid })
+end
+
+-- Hands available units of `pid` to its waitlist, first come first served: the first
+-- entry they can fill whole gets them (the head keeps its place when they cannot).
+-- Expired entries leave as they are met; an entry whose customer is at a limit is
+-- passed over and told why.
+local function feed_waitlist(pid, now)
+  if not waitlist then
+    return
+  end
+  local available = tonumber(redis.call('HGET', store.stock, pid) or '0')
+  if available <= 0 then
+    return
+  end
+  local limit = tonumber(redis.call('HGET', store.terms, pid .. ':max') or '0')
+  local members = redis.call('ZRANGEBYLEX', store.wl_queue, '[' .. pid .. ':', '[' .. pid .. ':~')
+  for _, member in ipairs(members) do
+    if available <= 0 or waitlist.next > #waitlist.ids then
+      return
+    end
+    local user = string.match(member, '^%d+:%d+:(%d+)$')
+    local field = pid .. ':' .. user
+    local entry = redis.call('HGET', store.wl_entry, field)
+    local qty, deadline, price
+    if entry then
+      qty, deadline, price = string.match(entry, '^%d+:(%d+):(%d+):(%d+)$')
+      qty, deadline, price = tonumber(qty), tonumber(deadline), tonumber(price)
+    end
+    if not entry or now >= deadline then
+      drop_entry(member, field)
+    elseif qty <= available then
+      local bought = tonumber(redis.call('HGET', store.bought, field) or '0')
+      local holds = tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0')
+      if limit > 0 and bought + qty > limit then
+        redis.call('HSET', store.wl_entry, field .. ':skip', 'LIMIT')
+      elseif waitlist.cap > 0 and holds >= waitlist.cap then
+        redis.call('HSET', store.wl_entry, field .. ':skip', 'HOLD_CAP')
+      else
+        hold_for_waiter(user, pid, qty, price, now)
+        drop_entry(member, field)
+        available = available - qty
+      end
+    end
+  end
+end
+-- ---------------------------------------------------------------------------------
+
+-- Moves a HELD hold to a terminal status and gives every unit back to the sale (or to
+-- pre-order capacity).
 -- Callers check that the hold is HELD; this is the only place stock returns from a hold.
 local function release(order_id, hold_key, status, now, retention_ms)
   local user = redis.call('HGET', hold_key, 'user')
   local pids = {}
-  each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty)
+  each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty, _, bo)
     pids[#pids + 1] = pid
-    redis.call('HINCRBY', store.stock, pid, qty)
-    redis.call('HINCRBY', store.held, pid, -qty)
+    -- In-stock units go back to the sale, pre-ordered ones back to pre-order capacity.
+    incr(store.stock, pid, qty - bo)
+    incr(store.held, pid, -(qty - bo))
+    if bo > 0 then
+      redis.call('HINCRBY', store.backorder, pid, bo)
+      redis.call('HINCRBY', store.bo_held, pid, -bo)
+    end
     local field = user .. ':' .. pid
     if redis.call('HINCRBY', store.bought, field, -qty) <= 0 then
       redis.call('HDEL', store.bought, field)
@@ -112,4 +314,8 @@ local function release(order_id, hold_key, status, now, retention_ms)
   publish_change(order_id, user, status, pids)
   -- After the event: the event must carry the hold's fields whatever the retention.
   redis.call('PEXPIRE', hold_key, retention_ms)
+  -- Last: the released order's event goes first, then the hand-overs it made possible.
+  each_line(redis.call('HGET', hold_key, 'lines'), function(pid)
+    feed_waitlist(pid, now)
+  end)
 end

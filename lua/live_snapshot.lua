@@ -3,7 +3,7 @@
 -- asks for it when it starts watching a product and after it reconnects: the values then
 -- reach it through the same channel, in order with every change, so a change published
 -- before the snapshot can never land after it.
--- Runs after hold_lib.lua (KEYS[1..6] are the store's keys described there).
+-- Runs after hold_lib.lua (KEYS[1..STORE_KEYS] are the store's keys described there).
 --
 -- ARGV[1..]  product ids
 -- Reply: the number of products published.

@@ -1,31 +1,37 @@
 -- lock.lua: checks and holds every line of one order, all or nothing.
--- Runs after hold_lib.lua (KEYS[1..6] are the store's keys described there).
+-- Runs after hold_lib.lua (KEYS[1..STORE_KEYS] are the store's keys described there).
 --
--- KEYS[7]  hold:<order>        the hold to create
--- KEYS[8]  hold:<order>:ttl    marker whose expiry signals the hold is due
--- KEYS[9]  idem:<user>:<key>   optional; present only when the client sent a key
+-- KEYS[S+1]  hold:<order>        the hold to create          (S = STORE_KEYS)
+-- KEYS[S+2]  hold:<order>:ttl    marker whose expiry signals the hold is due
+-- KEYS[S+3]  idem:<user>:<key>   optional; present only when the client sent a key
 -- ARGV[1]  order id            ARGV[2] user id       ARGV[3] store id
 -- ARGV[4]  hold TTL (ms)       ARGV[5] idempotency retention (ms)
 -- ARGV[6]  idempotency key as sent ('' when none)
 -- ARGV[7]  most HELD holds the customer may have in this store (0 = no cap)
--- ARGV[8]  the request's fingerprint: its normalised lines and options, no spaces
--- ARGV[9]  n, the number of lines; then n groups of 4 from ARGV[10]:
---          product id, quantity (> 0), unit price (cents), per-customer limit (0 = none)
--- Product ids are distinct (the caller sums duplicate lines).
+-- ARGV[8]  the request's fingerprint: its normalised lines and options, no spaces;
+--          '' when no idempotency key was sent (it is stored with the key only)
+-- ARGV[9]  '1' when the customer accepts a pre-order for what stock cannot fill, else '0'
+-- ARGV[10] n, the number of lines; then n groups of 3 from ARGV[11]:
+--          product id, quantity (> 0), unit price (cents)
+-- Product ids are distinct (the caller sums duplicate lines). The per-customer limit is
+-- read from the store's terms hash, so an ADMIN's change applies to the next request.
 --
 -- The idempotency key stores "<order id> <fingerprint>", so a key reused for another
 -- request is told apart from a retry.
 --
 -- Replies, nothing written unless the first is HELD:
---   {'HELD', created_ms, held_until_ms}
+--   {'HELD', created_ms, held_until_ms, pid, backordered, ...}
+--                                   with a pair for each line that is partly a pre-order
 --   {'EXISTING', order_id}          the idempotency key already names this request's order
 --   {'REUSED', order_id}            the key names an order made from other lines or options
 --   {'TOO_MANY_HOLDS', cap}         the customer already has `cap` HELD holds here
---   {'UNKNOWN', pid, ...}           no stock entry in Redis yet: initialise and retry
+--   {'UNKNOWN', pid, ...}           no stock or terms entry in Redis yet: initialise and retry
 --   {'LIMIT', pid, allowed, ...}    the customer may take only `allowed` more units
---   {'SHORT', pid, available, ...}  one pair per line that cannot be filled
+--   {'SHORT', pid, available, ...}  one pair per line that cannot be filled; `available`
+--                                   counts open pre-order units too when they were allowed
 
-local hold_key, marker_key, idem_key = KEYS[7], KEYS[8], KEYS[9]
+local hold_key, marker_key = KEYS[STORE_KEYS + 1], KEYS[STORE_KEYS + 2]
+local idem_key = KEYS[STORE_KEYS + 3]
 local order_id, user, store_id = ARGV[1], ARGV[2], ARGV[3]
 local hold_ttl_ms, idem_ttl_ms, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local cap, fingerprint = tonumber(ARGV[7]), ARGV[8]
@@ -49,22 +55,25 @@ if cap > 0 and tonumber(redis.call('HGET', store.bought, holds_field(user)) or '
   return { 'TOO_MANY_HOLDS', cap }
 end
 
-local n = tonumber(ARGV[9])
-local pids, qtys, prices, limits = {}, {}, {}, {}
+local allow_backorder = ARGV[9] == '1'
+local n = tonumber(ARGV[10])
+local pids, qtys, prices, limit_fields = {}, {}, {}, {}
 for i = 1, n do
-  local base = 10 + (i - 1) * 4
+  local base = 11 + (i - 1) * 3
   pids[i] = ARGV[base]
   qtys[i] = tonumber(ARGV[base + 1])
   prices[i] = tonumber(ARGV[base + 2])
-  limits[i] = tonumber(ARGV[base + 3])
+  limit_fields[i] = pids[i] .. ':max'
 end
 
 local available = redis.call('HMGET', store.stock, unpack(pids))
+local limits = redis.call('HMGET', store.terms, unpack(limit_fields))
 local unknown = {}
 for i = 1, n do
-  if not available[i] then
+  if not available[i] or not limits[i] then
     unknown[#unknown + 1] = pids[i]
   end
+  limits[i] = tonumber(limits[i] or '0')
 end
 if #unknown > 0 then
   return { 'UNKNOWN', unpack(unknown) }
@@ -84,12 +93,22 @@ if #over > 0 then
   return { 'LIMIT', unpack(over) }
 end
 
-local short = {}
+-- What stock cannot fill comes from pre-order capacity, when the customer accepts it.
+local short, backordered = {}, {}
 for i = 1, n do
   local left = tonumber(available[i])
+  backordered[i] = 0
   if left < qtys[i] then
-    short[#short + 1] = pids[i]
-    short[#short + 1] = left
+    local open = 0
+    if allow_backorder then
+      open = tonumber(redis.call('HGET', store.backorder, pids[i]) or '0')
+    end
+    if left + open >= qtys[i] then
+      backordered[i] = qtys[i] - left
+    else
+      short[#short + 1] = pids[i]
+      short[#short + 1] = left + open
+    end
   end
 end
 if #short > 0 then
@@ -100,10 +119,15 @@ local now = now_ms()
 local held_until = now + hold_ttl_ms
 local lines, total = {}, 0
 for i = 1, n do
-  redis.call('HINCRBY', store.stock, pids[i], -qtys[i])
-  redis.call('HINCRBY', store.held, pids[i], qtys[i])
+  local in_stock, bo = qtys[i] - backordered[i], backordered[i]
+  incr(store.stock, pids[i], -in_stock)
+  incr(store.held, pids[i], in_stock)
+  if bo > 0 then
+    redis.call('HINCRBY', store.backorder, pids[i], -bo)
+    redis.call('HINCRBY', store.bo_held, pids[i], bo)
+  end
   redis.call('HINCRBY', store.bought, user .. ':' .. pids[i], qtys[i])
-  lines[i] = pids[i] .. ':' .. qtys[i] .. ':' .. int(prices[i])
+  lines[i] = encode_line(pids[i], qtys[i], prices[i], bo)
   total = total + qtys[i] * prices[i]
 end
 redis.call('HINCRBY', store.bought, holds_field(user), 1)
@@ -124,4 +148,11 @@ end
 redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq(),
   unpack(fields))
 publish_change(order_id, user, 'HELD', pids)
-return { 'HELD', now, held_until }
+local reply = { 'HELD', now, held_until }
+for i = 1, n do
+  if backordered[i] > 0 then
+    reply[#reply + 1] = pids[i]
+    reply[#reply + 1] = backordered[i]
+  end
+end
+return reply

@@ -1,5 +1,8 @@
 //! `flashstock audit`: once the outbox is drained, MySQL must say what Redis says. Per
-//! product, MySQL's stock (units on hand) equals Redis available plus held units; every
+//! product, MySQL's stock (units on hand) equals Redis available plus held units; Redis's
+//! open pre-order units plus held and confirmed pre-ordered units equal the backorder
+//! limit, which equals MySQL's; MySQL's `backordered` equals Redis's confirmed pre-ordered
+//! units and the sum of its CONFIRMED lines' `backordered_quantity`; every
 //! hold Redis still has is an order in MySQL with the same status. Every difference is
 //! returned, none is repaired.
 
@@ -44,6 +47,21 @@ pub enum Mismatch {
         available: i64,
         held: i64,
     },
+    /// Redis: open + held + confirmed pre-order units != the backorder limit, or MySQL
+    /// disagrees with Redis about the limit or the confirmed pre-ordered units.
+    Backorder {
+        store: StoreId,
+        product: ProductId,
+        redis: crate::hold::BackorderFigures,
+        mysql_limit: i64,
+        mysql_backordered: i64,
+    },
+    /// MySQL: `products.backordered` != the sum of its CONFIRMED lines' pre-ordered units.
+    BackorderLines {
+        product: ProductId,
+        backordered: i64,
+        lines: i64,
+    },
     OrderMissing {
         order: OrderId,
         redis: OrderStatus,
@@ -79,6 +97,26 @@ impl fmt::Display for Mismatch {
             } => write!(
                 f,
                 "store {store} product {product}: MySQL stock {mysql} != Redis available {available} + held {held}"
+            ),
+            Self::Backorder {
+                store,
+                product,
+                redis,
+                mysql_limit,
+                mysql_backordered,
+            } => write!(
+                f,
+                "store {store} product {product}: Redis pre-orders open {} + held {} + confirmed {} \
+                 against limit {} (MySQL limit {mysql_limit}, MySQL backordered {mysql_backordered})",
+                redis.open, redis.held, redis.confirmed, redis.limit
+            ),
+            Self::BackorderLines {
+                product,
+                backordered,
+                lines,
+            } => write!(
+                f,
+                "product {product}: MySQL backordered {backordered} != {lines} on its confirmed lines"
             ),
             Self::OrderMissing { order, redis } => {
                 write!(
@@ -178,11 +216,27 @@ async fn compare_stock(
             .arg(&ids)
             .query_async(&mut engine.redis())
             .await?;
-        for ((row, available), held) in rows.iter().zip(available).zip(held) {
+        let product_ids: Vec<ProductId> = rows.iter().map(|row| row.id).collect();
+        let backorders = engine.backorders(store, &product_ids).await?;
+        for (((row, available), held), redis) in
+            rows.iter().zip(available).zip(held).zip(backorders)
+        {
             // Not in Redis: not on sale yet, MySQL alone knows its stock.
             let Some(available) = available else { continue };
             let held = held.unwrap_or(0);
             compared += 1;
+            if redis.open + redis.held + redis.confirmed != redis.limit
+                || redis.limit != row.backorder_limit
+                || redis.confirmed != row.backordered
+            {
+                found.push(Mismatch::Backorder {
+                    store,
+                    product: row.id,
+                    redis,
+                    mysql_limit: row.backorder_limit,
+                    mysql_backordered: row.backordered,
+                });
+            }
             if row.stock != available + held {
                 found.push(Mismatch::Stock {
                     store,
@@ -195,6 +249,32 @@ async fn compare_stock(
         }
     }
     Ok(compared)
+}
+
+/// MySQL alone: each product's `backordered` is what its CONFIRMED lines still wait for.
+async fn compare_backorder_lines(db: &Db, found: &mut Vec<Mismatch>) -> anyhow::Result<()> {
+    let rows = sqlx::query(
+        "SELECT p.id, p.backordered, \
+             CAST(COALESCE(SUM(CASE WHEN o.status = 'CONFIRMED' THEN i.backordered_quantity END), 0) AS SIGNED) AS line_units \
+         FROM products p \
+         LEFT JOIN order_items i ON i.product_id = p.id \
+         LEFT JOIN orders o ON o.id = i.order_id \
+         GROUP BY p.id, p.backordered",
+    )
+    .fetch_all(db)
+    .await?;
+    for row in rows {
+        let backordered: i64 = row.try_get("backordered")?;
+        let lines: i64 = row.try_get("line_units")?;
+        if backordered != lines {
+            found.push(Mismatch::BackorderLines {
+                product: ProductId(row.try_get("id")?),
+                backordered,
+                lines,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Every hold key of a store (not the TTL markers). SCAN, not KEYS: Redis keeps serving.
@@ -289,6 +369,7 @@ async fn compare_orders(
 pub async fn audit(db: &Db, engine: &HoldEngine) -> anyhow::Result<AuditReport> {
     let mut mismatches = backlog(engine).await?;
     let products = compare_stock(db, engine, &mut mismatches).await?;
+    compare_backorder_lines(db, &mut mismatches).await?;
     let holds = compare_orders(db, engine, &mut mismatches).await?;
     Ok(AuditReport {
         products,

@@ -121,6 +121,9 @@ pub struct Config {
     /// How long a hold keeps its units before they return to the sale.
     #[arg(long, env = "HOLD_TTL", default_value = "10m", value_parser = duration, global = true)]
     pub hold_ttl: Duration,
+    /// How long a waitlist entry waits for returning units before it is dropped.
+    #[arg(long, env = "WAITLIST_TTL", default_value = "24h", value_parser = duration, global = true)]
+    pub waitlist_ttl: Duration,
     /// How often the sweeper releases due holds.
     #[arg(long, env = "SWEEP_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
     pub sweep_interval: Duration,
@@ -326,6 +329,7 @@ impl Config {
             idempotency_ttl: self.idempotency_ttl,
             retention: self.hold_retention,
             max_holds_per_customer: self.max_holds_per_customer,
+            waitlist_ttl: self.waitlist_ttl,
             payment_event_retention: self.payment_event_retention,
         }
     }
@@ -356,6 +360,7 @@ impl Config {
             ("HOLD_TTL", self.hold_ttl, Duration::from_millis(100)),
             ("IDEMPOTENCY_TTL", self.idempotency_ttl, second),
             ("HOLD_RETENTION", self.hold_retention, second),
+            ("WAITLIST_TTL", self.waitlist_ttl, second),
             ("LOGIN_WINDOW", self.login_window, second),
             ("REGISTER_WINDOW", self.register_window, second),
             (

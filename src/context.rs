@@ -28,6 +28,9 @@ pub struct AppContext {
     pub register_limiter: RegisterLimiter,
     /// Live stock and order changes for subscriptions (`live`).
     pub live: LiveHub,
+    /// The run id of the Redis server every store was checked against on start
+    /// (`recovery::watch` carries on from it).
+    pub checked_server: String,
 }
 
 impl AppContext {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod products;
 pub mod recovery;
 pub mod seed;
 pub mod shutdown;

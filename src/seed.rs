@@ -41,6 +41,7 @@ pub async fn run(db: &Db) -> anyhow::Result<()> {
         let store = db::catalog::upsert_store(db, store_name).await?;
         for (name, price_cents, stock, max_per_customer) in *products {
             let new = NewProduct {
+                backorder_limit: 0,
                 store,
                 name,
                 price_cents: *price_cents,

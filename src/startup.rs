@@ -59,7 +59,11 @@ impl Application {
         let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
             .with_script_connection(scripts);
         // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL
-        // (an empty Redis counts once MySQL has seen the store's events).
+        // (an empty Redis counts once MySQL has seen the store's events). The server's run
+        // id is read first, so the recovery watcher knows which server this check covered.
+        let checked_server = crate::recovery::run_id(&engine)
+            .await
+            .context("cannot read Redis's run id")?;
         let rebuilt = crate::recovery::ensure_all(&db, &engine)
             .await
             .context("cannot check Redis against MySQL")?;
@@ -92,6 +96,7 @@ impl Application {
                 config.register_window,
             ),
             live: LiveHub::new(config.live_min_interval),
+            checked_server,
             config: Arc::new(config),
             db,
             redis,

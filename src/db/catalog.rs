@@ -20,6 +20,10 @@ pub struct ProductRow {
     /// Units on hand (available + held, once the outbox is drained).
     pub stock: i64,
     pub max_per_customer: Option<u32>,
+    /// Units that may be sold beyond stock, as pre-orders.
+    pub backorder_limit: i64,
+    /// Confirmed pre-ordered units not yet filled (once the outbox is drained).
+    pub backordered: i64,
 }
 
 fn store_from_row(row: sqlx::mysql::MySqlRow) -> Result<StoreRow, sqlx::Error> {
@@ -38,10 +42,13 @@ fn product_from_row(row: sqlx::mysql::MySqlRow) -> Result<ProductRow, sqlx::Erro
         price_cents: row.try_get("price_cents")?,
         stock: row.try_get("stock")?,
         max_per_customer: limit.and_then(|l| u32::try_from(l).ok()),
+        backorder_limit: i64::from(row.try_get::<i32, _>("backorder_limit")?),
+        backordered: row.try_get("backordered")?,
     })
 }
 
-const PRODUCT_COLUMNS: &str = "id, store_id, name, price_cents, stock, max_per_customer";
+const PRODUCT_COLUMNS: &str =
+    "id, store_id, name, price_cents, stock, max_per_customer, backorder_limit, backordered";
 
 pub async fn stores(db: &Db) -> anyhow::Result<Vec<StoreRow>> {
     let rows = sqlx::query("SELECT id, name FROM stores ORDER BY id")
@@ -150,6 +157,7 @@ pub struct NewProduct<'a> {
     pub price_cents: i64,
     pub stock: i64,
     pub max_per_customer: Option<u32>,
+    pub backorder_limit: u32,
 }
 
 /// Inserts a product with its opening stock and the ADJUSTMENT row that explains it.
@@ -157,13 +165,15 @@ pub struct NewProduct<'a> {
 pub async fn insert_product(db: &Db, new: &NewProduct<'_>) -> anyhow::Result<Option<ProductId>> {
     let mut tx = db.begin().await?;
     let result = sqlx::query(
-        "INSERT IGNORE INTO products (store_id, name, price_cents, stock, max_per_customer) VALUES (?, ?, ?, ?, ?)",
+        "INSERT IGNORE INTO products (store_id, name, price_cents, stock, max_per_customer, backorder_limit) \
+         VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(new.store.0)
     .bind(new.name)
     .bind(new.price_cents)
     .bind(new.stock)
     .bind(new.max_per_customer)
+    .bind(new.backorder_limit)
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() != 1 {
@@ -180,4 +190,143 @@ pub async fn insert_product(db: &Db, new: &NewProduct<'_>) -> anyhow::Result<Opt
     .await?;
     tx.commit().await?;
     Ok(Some(id))
+}
+
+/// A change to a product's terms; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProductChange {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    /// `Some(None)` removes the limit.
+    pub max_per_customer: Option<Option<u32>>,
+    pub backorder_limit: Option<u32>,
+}
+
+fn shown<T: ToString>(value: Option<T>) -> Option<String> {
+    value.map(|v| v.to_string())
+}
+
+/// The rows `product_changes` gets for `change` against `before`: one per field that
+/// really changes, with its old and new value (NULL for "no limit").
+fn changed_fields(
+    before: &ProductRow,
+    change: &ProductChange,
+) -> Vec<(&'static str, Option<String>, Option<String>)> {
+    let mut fields = Vec::new();
+    if let Some(name) = change.name.as_ref().filter(|n| **n != before.name) {
+        fields.push(("name", Some(before.name.clone()), Some(name.clone())));
+    }
+    if let Some(price) = change.price_cents.filter(|p| *p != before.price_cents) {
+        fields.push((
+            "priceCents",
+            shown(Some(before.price_cents)),
+            shown(Some(price)),
+        ));
+    }
+    if let Some(limit) = change
+        .max_per_customer
+        .filter(|l| *l != before.max_per_customer)
+    {
+        fields.push((
+            "maxPerCustomer",
+            shown(before.max_per_customer),
+            shown(limit),
+        ));
+    }
+    if let Some(limit) = change
+        .backorder_limit
+        .filter(|l| i64::from(*l) != before.backorder_limit)
+    {
+        fields.push((
+            "backorderLimit",
+            shown(Some(before.backorder_limit)),
+            shown(Some(limit)),
+        ));
+    }
+    fields
+}
+
+/// A product locked for update inside `tx`, with the changes the caller is about to make.
+pub struct LockedProduct {
+    pub before: ProductRow,
+    pub tx: sqlx::Transaction<'static, sqlx::MySql>,
+}
+
+/// Starts the change of a product: its row locked until `finish_update` or a drop.
+pub async fn begin_update(db: &Db, id: ProductId) -> anyhow::Result<Option<LockedProduct>> {
+    let mut tx = db.begin().await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ? FOR UPDATE"
+    )))
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(match row {
+        Some(row) => Some(LockedProduct {
+            before: product_from_row(row)?,
+            tx,
+        }),
+        None => None,
+    })
+}
+
+/// Whether another product of the store has this name.
+pub async fn name_taken(locked: &mut LockedProduct, name: &str) -> anyhow::Result<bool> {
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM products WHERE store_id = ? AND name = ? AND id <> ?",
+    )
+    .bind(locked.before.store.0)
+    .bind(name)
+    .bind(locked.before.id.0)
+    .fetch_one(&mut *locked.tx)
+    .await?;
+    Ok(taken > 0)
+}
+
+/// Writes the change and one `product_changes` row per changed field, then commits.
+pub async fn finish_update(
+    mut locked: LockedProduct,
+    user: crate::domain::UserId,
+    change: &ProductChange,
+) -> anyhow::Result<ProductRow> {
+    let before = &locked.before;
+    let mut after = before.clone();
+    if let Some(name) = &change.name {
+        after.name = name.clone();
+    }
+    if let Some(price) = change.price_cents {
+        after.price_cents = price;
+    }
+    if let Some(limit) = change.max_per_customer {
+        after.max_per_customer = limit;
+    }
+    if let Some(limit) = change.backorder_limit {
+        after.backorder_limit = i64::from(limit);
+    }
+    sqlx::query(
+        "UPDATE products SET name = ?, price_cents = ?, max_per_customer = ?, backorder_limit = ? \
+         WHERE id = ?",
+    )
+    .bind(&after.name)
+    .bind(after.price_cents)
+    .bind(after.max_per_customer)
+    .bind(after.backorder_limit)
+    .bind(before.id.0)
+    .execute(&mut *locked.tx)
+    .await?;
+    for (field, old, new) in changed_fields(before, change) {
+        sqlx::query(
+            "INSERT INTO product_changes (product_id, user_id, field, old_value, new_value) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(before.id.0)
+        .bind(user.0)
+        .bind(field)
+        .bind(old)
+        .bind(new)
+        .execute(&mut *locked.tx)
+        .await?;
+    }
+    locked.tx.commit().await?;
+    Ok(after)
 }

@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::hold::{Hold, HoldLine};
 
 const ORDER_COLUMNS: &str = "id, user_id, store_id, status, total_cents, idempotency_key, held_until, \
-     created_at, confirmed_at, finished_at, payment_reference, confirmed_by, version";
+     created_at, confirmed_at, finished_at, payment_reference, confirmed_by, version, from_waitlist";
 
 fn order_from_row(row: &sqlx::mysql::MySqlRow) -> anyhow::Result<Hold> {
     let id: String = row.try_get("id")?;
@@ -42,6 +42,7 @@ fn order_from_row(row: &sqlx::mysql::MySqlRow) -> anyhow::Result<Hold> {
         confirmed_by: row.try_get("confirmed_by")?,
         idempotency_key: idem.as_deref().and_then(IdempotencyKey::parse),
         version: row.try_get("version")?,
+        from_waitlist: row.try_get("from_waitlist")?,
     })
 }
 
@@ -51,7 +52,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
     }
     let placeholders = vec!["?"; orders.len()].join(",");
     let sql = format!(
-        "SELECT order_id, product_id, quantity, unit_price_cents FROM order_items \
+        "SELECT order_id, product_id, quantity, unit_price_cents, backordered_quantity FROM order_items \
          WHERE order_id IN ({placeholders}) ORDER BY product_id"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -61,6 +62,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
     let mut lines: HashMap<String, Vec<HoldLine>> = HashMap::new();
     for row in query.fetch_all(db).await? {
         let quantity: i32 = row.try_get("quantity")?;
+        let backordered: i32 = row.try_get("backordered_quantity")?;
         lines
             .entry(row.try_get("order_id")?)
             .or_default()
@@ -68,6 +70,7 @@ async fn attach_lines(db: &Db, orders: &mut [Hold]) -> anyhow::Result<()> {
                 product: ProductId(row.try_get("product_id")?),
                 quantity: quantity.try_into()?,
                 unit_price_cents: row.try_get("unit_price_cents")?,
+                backordered: backordered.try_into()?,
             });
     }
     for order in orders.iter_mut() {

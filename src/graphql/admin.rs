@@ -1,6 +1,6 @@
-//! createProduct and restockProduct (ADMIN only).
+//! createProduct, updateProduct and restockProduct (ADMIN only).
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, SimpleObject};
 
 use super::ContextExt;
 use super::catalog::{Product, with_availability};
@@ -21,6 +21,19 @@ pub struct CreateProductInput {
     pub price_cents: i32,
     pub stock: i32,
     pub max_per_customer: Option<i32>,
+    /// Units that may be sold beyond stock, as pre-orders (default 0: none).
+    #[graphql(default = 0)]
+    pub backorder_limit: i32,
+}
+
+/// A field left out is unchanged; `maxPerCustomer: null` removes the limit.
+#[derive(InputObject)]
+pub struct UpdateProductInput {
+    pub product_id: ID,
+    pub name: Option<String>,
+    pub price_cents: Option<i32>,
+    pub max_per_customer: MaybeUndefined<i32>,
+    pub backorder_limit: Option<i32>,
 }
 
 #[derive(SimpleObject)]
@@ -41,6 +54,13 @@ impl ProductPayload {
 fn invalid_quantity(field: &str, message: &str) -> ProductPayload {
     ProductPayload::failed(
         OrderError::new(OrderErrorCode::InvalidQuantity, message).with_field(field),
+    )
+}
+
+fn product_not_found() -> ProductPayload {
+    ProductPayload::failed(
+        OrderError::new(OrderErrorCode::ProductNotFound, "no product has this id")
+            .with_field("productId"),
     )
 }
 
@@ -92,7 +112,14 @@ impl AdminMutation {
                 "maxPerCustomer must be at least 1",
             ));
         }
+        if !(0..=MAX_STOCK_UNITS).contains(&input.backorder_limit) {
+            return Ok(invalid_quantity(
+                "backorderLimit",
+                "backorderLimit must be between 0 and 10000000",
+            ));
+        }
         let new = db::catalog::NewProduct {
+            backorder_limit: input.backorder_limit as u32,
             store: store.id,
             name,
             price_cents: i64::from(input.price_cents),
@@ -129,14 +156,8 @@ impl AdminMutation {
     ) -> async_graphql::Result<ProductPayload> {
         ctx.admin()?;
         let app = ctx.app();
-        let not_found = || {
-            ProductPayload::failed(
-                OrderError::new(OrderErrorCode::ProductNotFound, "no product has this id")
-                    .with_field("productId"),
-            )
-        };
         let Some(id) = ProductId::parse(&product_id) else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         if !(1..=MAX_STOCK_UNITS).contains(&quantity) {
             return Ok(invalid_quantity(
@@ -152,7 +173,7 @@ impl AdminMutation {
         }
         let products = app.catalog.products(&[id]).await.map_err(|e| ctx.fail(e))?;
         let Some(row) = products.get(&id) else {
-            return Ok(not_found());
+            return Ok(product_not_found());
         };
         let restock_id = uuid::Uuid::now_v7().to_string();
         let units = quantity as u32;
@@ -169,16 +190,96 @@ impl AdminMutation {
                 .await
                 .map_err(|e| ctx.fail(e))?;
         }
-        let Some(available) = restocked else {
+        let Some(restocked) = restocked else {
             return Err(ctx.fail(anyhow::anyhow!(
                 "product {id} has no Redis stock even after seeding"
             )));
         };
+        let backorders = app
+            .engine
+            .backorders(row.store, &[id])
+            .await
+            .map_err(|e| ctx.fail(e))?;
         Ok(ProductPayload {
             product: Some(Product {
                 row: (**row).clone(),
-                available,
+                // The script's own answer: what this restock left available.
+                available: restocked.available,
+                backorder_available: backorders.first().map_or(0, |b| b.open),
             }),
+            errors: Vec::new(),
+        })
+    }
+
+    /// Changes a product's name, price, per-customer limit or backorder limit. Redis
+    /// enforces the new limits from the next request on, on every instance; MySQL keeps
+    /// one `product_changes` row per changed field.
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProductInput,
+    ) -> async_graphql::Result<ProductPayload> {
+        let admin = ctx.admin()?;
+        let app = ctx.app();
+        let Some(id) = ProductId::parse(&input.product_id) else {
+            return Ok(product_not_found());
+        };
+        let name = match input.name.as_deref() {
+            Some(raw) => Some(
+                product_name(raw)
+                    .ok_or_else(|| {
+                        ctx.fail(ApiError::BadInput(format!(
+                            "name must be 1 to {MAX_NAME_CHARS} characters, no control characters"
+                        )))
+                    })?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        if input.price_cents.is_some_and(|p| p < 0) {
+            return Ok(invalid_quantity("priceCents", "price must not be negative"));
+        }
+        let max_per_customer = match input.max_per_customer {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(limit) if limit >= 1 => Some(Some(limit as u32)),
+            MaybeUndefined::Value(_) => {
+                return Ok(invalid_quantity(
+                    "maxPerCustomer",
+                    "maxPerCustomer must be at least 1, or null for no limit",
+                ));
+            }
+        };
+        if input
+            .backorder_limit
+            .is_some_and(|l| !(0..=MAX_STOCK_UNITS).contains(&l))
+        {
+            return Ok(invalid_quantity(
+                "backorderLimit",
+                "backorderLimit must be between 0 and 10000000",
+            ));
+        }
+        let change = db::catalog::ProductChange {
+            name,
+            price_cents: input.price_cents.map(i64::from),
+            max_per_customer,
+            backorder_limit: input.backorder_limit.map(|l| l as u32),
+        };
+        let Some(row) = crate::products::update_product(app, admin, id, &change)
+            .await
+            .map_err(|e| ctx.fail(e))?
+        else {
+            return Ok(product_not_found());
+        };
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => return Ok(ProductPayload::failed(error)),
+        };
+        let mut found = with_availability(app, vec![row])
+            .await
+            .map_err(|e| ctx.fail(e))?;
+        Ok(ProductPayload {
+            product: found.pop(),
             errors: Vec::new(),
         })
     }

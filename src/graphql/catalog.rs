@@ -46,6 +46,8 @@ pub struct Product {
     pub row: ProductRow,
     /// Available units as Redis had them when the product was read.
     pub available: i64,
+    /// Units still open for pre-order, as Redis had them when the product was read.
+    pub backorder_available: i64,
 }
 
 #[Object]
@@ -79,6 +81,17 @@ impl Product {
     async fn max_per_customer(&self) -> Option<u32> {
         self.row.max_per_customer
     }
+
+    /// How many units may be sold beyond stock, as pre-orders.
+    async fn backorder_limit(&self) -> i64 {
+        self.row.backorder_limit
+    }
+
+    /// Units that can still be pre-ordered right now (live, from Redis):
+    /// `backorderLimit` minus the held and confirmed pre-ordered units not yet filled.
+    async fn backorder_available(&self) -> i64 {
+        self.backorder_available
+    }
 }
 
 pub type ProductConnection = Connection<String, Product, TotalCount>;
@@ -88,44 +101,50 @@ pub async fn with_availability(
     app: &AppContext,
     rows: Vec<ProductRow>,
 ) -> anyhow::Result<Vec<Product>> {
-    let mut available = read_available(app, &rows).await?;
+    let mut live = read_live(app, &rows).await?;
     let missing: Vec<ProductId> = rows
         .iter()
         .map(|r| r.id)
-        .filter(|id| !available.contains_key(id))
+        .filter(|id| !live.contains_key(id))
         .collect();
     if !missing.is_empty() {
         // Not yet seeded in Redis: seed from MySQL (never over live values), then read again.
         app.catalog.reseed(&missing).await?;
-        available = read_available(app, &rows).await?;
+        live = read_live(app, &rows).await?;
     }
     Ok(rows
         .into_iter()
-        .map(|row| Product {
-            available: available.get(&row.id).copied().unwrap_or(0),
-            row,
+        .map(|row| {
+            let (available, backorder_available) = live.get(&row.id).copied().unwrap_or((0, 0));
+            Product {
+                available,
+                backorder_available,
+                row,
+            }
         })
         .collect())
 }
 
-async fn read_available(
+/// (available, open for pre-order) per product that Redis knows.
+async fn read_live(
     app: &AppContext,
     rows: &[ProductRow],
-) -> anyhow::Result<HashMap<ProductId, i64>> {
+) -> anyhow::Result<HashMap<ProductId, (i64, i64)>> {
     let mut by_store: HashMap<StoreId, Vec<ProductId>> = HashMap::new();
     for row in rows {
         by_store.entry(row.store).or_default().push(row.id);
     }
-    let mut available = HashMap::new();
+    let mut live = HashMap::new();
     for (store, ids) in by_store {
         let counts = app.engine.available(store, &ids).await?;
-        available.extend(
+        let backorders = app.engine.backorders(store, &ids).await?;
+        live.extend(
             ids.into_iter()
-                .zip(counts)
-                .filter_map(|(id, count)| Some((id, count?))),
+                .zip(counts.into_iter().zip(backorders))
+                .filter_map(|(id, (count, backorder))| Some((id, (count?, backorder.open)))),
         );
     }
-    Ok(available)
+    Ok(live)
 }
 
 async fn product_page(

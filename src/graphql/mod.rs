@@ -12,6 +12,7 @@ mod pagination;
 mod text;
 pub(crate) use text::scan as text_shape;
 mod users;
+mod waitlist;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
@@ -23,13 +24,19 @@ pub use limits::Limits as SchemaLimits;
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQuery, catalog::CatalogQuery, orders::OrderQuery);
+pub struct QueryRoot(
+    users::UserQuery,
+    catalog::CatalogQuery,
+    orders::OrderQuery,
+    waitlist::WaitlistQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     users::UserMutation,
     orders::OrderMutation,
     admin::AdminMutation,
+    waitlist::WaitlistMutation,
     access::AccessMutation,
 );
 

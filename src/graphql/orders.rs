@@ -25,6 +25,10 @@ pub struct OrderLineInput {
 pub struct LockOrderInput {
     pub items: Vec<OrderLineInput>,
     pub idempotency_key: Option<String>,
+    /// Take what stock cannot fill from the product's pre-order capacity (backorder),
+    /// still all or nothing over the order.
+    #[graphql(default = false)]
+    pub allow_backorder: bool,
 }
 
 #[derive(InputObject)]
@@ -61,8 +65,14 @@ impl Order {
                 product_id: l.product,
                 quantity: l.quantity as i32,
                 unit_price_cents: l.unit_price_cents,
+                backordered_quantity: l.backordered as i32,
             })
             .collect()
+    }
+
+    /// Made for the customer at the head of the product's waitlist when units came back.
+    async fn from_waitlist(&self) -> bool {
+        self.0.from_waitlist
     }
 
     async fn total_cents(&self) -> i64 {
@@ -97,6 +107,9 @@ pub struct OrderLine {
     product_id: crate::domain::ProductId,
     quantity: i32,
     unit_price_cents: i64,
+    /// Of `quantity`, the units that are a pre-order still waiting for stock (0 when
+    /// fully in stock); a restock fills them oldest order first.
+    backordered_quantity: i32,
 }
 
 #[async_graphql::ComplexObject]
@@ -241,9 +254,15 @@ impl OrderMutation {
             })
             .collect();
         let app = ctx.app();
-        let result = orders::lock_order(app.lock_context(), viewer, &lines, idempotency_key)
-            .await
-            .map_err(|e| ctx.fail(e))?;
+        let result = orders::lock_order(
+            app.lock_context(),
+            viewer,
+            &lines,
+            idempotency_key,
+            input.allow_backorder,
+        )
+        .await
+        .map_err(|e| ctx.fail(e))?;
         let OrderPayload { order, errors } = payload(result);
         Ok(LockOrderPayload { order, errors })
     }

@@ -24,7 +24,6 @@ pub struct RequestedLine {
     pub product: ProductId,
     pub quantity: u32,
     pub unit_price_cents: i64,
-    pub max_per_customer: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +32,8 @@ pub struct LockRequest {
     pub user: UserId,
     pub lines: Vec<RequestedLine>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The customer accepts a pre-order for what stock cannot fill.
+    pub allow_backorder: bool,
 }
 
 impl LockRequest {
@@ -46,11 +47,16 @@ impl LockRequest {
             .map(|l| (l.product.0, l.quantity))
             .collect();
         lines.sort_unstable();
-        lines
+        let lines = lines
             .iter()
             .map(|(product, quantity)| format!("{product}:{quantity}"))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        if self.allow_backorder {
+            format!("{lines};backorder")
+        } else {
+            lines
+        }
     }
 }
 
@@ -59,6 +65,8 @@ pub enum LockOutcome {
     Held {
         created_at: DateTime<Utc>,
         held_until: DateTime<Utc>,
+        /// Units of each line taken as a pre-order (only lines that have some).
+        backordered: HashMap<ProductId, u32>,
     },
     /// The idempotency key already names this order, made from the same request.
     Existing(OrderId),
@@ -114,6 +122,49 @@ pub enum CancelOutcome {
     InvalidState,
 }
 
+/// What a restock did: units now available, and units that went to pre-orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restocked {
+    pub available: i64,
+    pub filled_backorders: i64,
+}
+
+/// A product's terms as Redis enforces them, seeded from MySQL.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedProduct {
+    pub product: ProductId,
+    pub stock: i64,
+    pub max_per_customer: Option<u32>,
+    pub backorder_limit: i64,
+    /// Confirmed pre-ordered units not yet filled.
+    pub backordered: i64,
+}
+
+/// A change to a product's terms; `None` leaves a term as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TermsChange {
+    /// `Some(None)` removes the per-customer limit.
+    pub max_per_customer: Option<Option<u32>>,
+    pub backorder_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermsOutcome {
+    Updated,
+    Uninitialised,
+    /// This many units are pre-ordered already (held or confirmed).
+    BelowBackordered(i64),
+}
+
+/// A product's pre-order figures in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackorderFigures {
+    pub open: i64,
+    pub held: i64,
+    pub confirmed: i64,
+    pub limit: i64,
+}
+
 #[derive(Clone)]
 pub struct HoldEngine {
     redis: ConnectionManager,
@@ -134,6 +185,35 @@ pub struct HoldEngine {
     /// While they differ, the server may be another one: no script runs on any store.
     failures: Arc<AtomicU64>,
     checked: Arc<AtomicU64>,
+    waitlist_ttl_ms: u64,
+}
+
+/// Order ids a release script may give to waitlisted customers: at most this many
+/// hand-overs per release (each is a whole entry, so usually one per unit or more).
+const SPARE_ORDER_IDS: usize = 32;
+
+/// The result of joining a waitlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined(u32),
+    /// The customer already waits for this product, at this position.
+    Already(u32),
+    /// `available` units can be held right now: use lockOrder.
+    NotSoldOut(i64),
+    /// The per-customer limit allows only this many more units.
+    Limit(i64),
+    TooManyHolds(u32),
+    Uninitialised,
+}
+
+/// One waitlist entry of a customer, as Redis has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitlistEntry {
+    pub product: ProductId,
+    pub quantity: u32,
+    pub position: u32,
+    /// Why a hand-over last passed this entry over (`LIMIT`, `HOLD_CAP`).
+    pub skipped: Option<String>,
 }
 
 /// How long holds last and how many a customer may have; the engine's settings.
@@ -144,6 +224,8 @@ pub struct HoldSettings {
     pub retention: Duration,
     /// Most HELD holds one customer may have in one store; 0: no cap.
     pub max_holds_per_customer: u32,
+    /// How long a waitlist entry waits before it is dropped.
+    pub waitlist_ttl: Duration,
     /// How long the answer to a payment event is kept (PAYMENT_EVENT_RETENTION).
     pub payment_event_retention: Duration,
 }
@@ -206,6 +288,7 @@ impl HoldEngine {
             idempotency_ttl_ms: ms(settings.idempotency_ttl),
             retention_ms: ms(settings.retention),
             max_holds_per_customer: settings.max_holds_per_customer,
+            waitlist_ttl_ms: ms(settings.waitlist_ttl),
             payment_event_retention_ms: ms(settings.payment_event_retention),
             recovering: Arc::default(),
             failures: Arc::default(),
@@ -320,6 +403,95 @@ impl HoldEngine {
         Duration::from_millis(self.idempotency_ttl_ms)
     }
 
+    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`).
+    fn waitlist_args(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        store: StoreId,
+        ids: usize,
+    ) {
+        let spare: Vec<String> = (0..ids).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        invocation
+            .arg(self.hold_ttl_ms)
+            .arg(self.max_holds_per_customer)
+            .arg(store.0)
+            .arg(self.keys.hold_prefix(store))
+            .arg(spare.join(","));
+    }
+
+    /// Puts the customer on the product's waitlist (at `unit_price_cents`).
+    pub async fn join_waitlist(
+        &self,
+        store: StoreId,
+        user: UserId,
+        product: ProductId,
+        quantity: u32,
+        unit_price_cents: i64,
+    ) -> anyhow::Result<JoinOutcome> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation
+            .arg("JOIN")
+            .arg(user.0)
+            .arg(product.0)
+            .arg(quantity)
+            .arg(unit_price_cents)
+            .arg(self.waitlist_ttl_ms)
+            .arg(self.max_holds_per_customer);
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
+        Ok(match reply.split_first() {
+            Some((tag, [n])) if tag == "JOINED" => JoinOutcome::Joined(n.parse()?),
+            Some((tag, [n])) if tag == "ALREADY" => JoinOutcome::Already(n.parse()?),
+            Some((tag, [n])) if tag == "NOT_SOLD_OUT" => JoinOutcome::NotSoldOut(n.parse()?),
+            Some((tag, [n])) if tag == "LIMIT" => JoinOutcome::Limit(n.parse()?),
+            Some((tag, [n])) if tag == "TOO_MANY_HOLDS" => JoinOutcome::TooManyHolds(n.parse()?),
+            Some((tag, [])) if tag == "UNKNOWN" => JoinOutcome::Uninitialised,
+            _ => return Err(unexpected(&reply)),
+        })
+    }
+
+    /// Takes the customer off the product's waitlist; false when there was no entry.
+    pub async fn leave_waitlist(
+        &self,
+        store: StoreId,
+        user: UserId,
+        product: ProductId,
+    ) -> anyhow::Result<bool> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation.arg("LEAVE").arg(user.0).arg(product.0);
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
+        match reply.as_slice() {
+            [tag] if tag == "LEFT" => Ok(true),
+            [tag] if tag == "NOT_FOUND" => Ok(false),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// The customer's live waitlist entries in one store, with exact positions.
+    pub async fn waitlist_of(
+        &self,
+        store: StoreId,
+        user: UserId,
+    ) -> anyhow::Result<Vec<WaitlistEntry>> {
+        let mut invocation = SCRIPTS.waitlist.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation.arg("MINE").arg(user.0);
+        let reply: Vec<String> = self.run("waitlist", &invocation).await?;
+        reply
+            .chunks(4)
+            .map(|group| match group {
+                [product, quantity, position, skipped] => Ok(WaitlistEntry {
+                    product: ProductId::parse(product).ok_or_else(|| unexpected(&reply))?,
+                    quantity: quantity.parse()?,
+                    position: position.parse()?,
+                    skipped: Some(skipped.clone()).filter(|s| !s.is_empty()),
+                }),
+                _ => Err(unexpected(&reply)),
+            })
+            .collect()
+    }
+
     pub fn keys(&self) -> &KeySpace {
         &self.keys
     }
@@ -352,13 +524,13 @@ impl HoldEngine {
             } else {
                 String::new()
             })
+            .arg(if request.allow_backorder { "1" } else { "0" })
             .arg(request.lines.len());
         for line in &request.lines {
             invocation
                 .arg(line.product.0)
                 .arg(line.quantity)
-                .arg(line.unit_price_cents)
-                .arg(line.max_per_customer.unwrap_or(0));
+                .arg(line.unit_price_cents);
         }
         let reply: Vec<String> = match self.run("lock", &invocation).await {
             Ok(reply) => reply,
@@ -368,6 +540,12 @@ impl HoldEngine {
                     return Ok(LockOutcome::Held {
                         created_at: hold.created_at,
                         held_until: hold.held_until,
+                        backordered: hold
+                            .lines
+                            .iter()
+                            .filter(|line| line.backordered > 0)
+                            .map(|line| (line.product, line.backordered))
+                            .collect(),
                     });
                 }
                 self.run("lock", &invocation).await?
@@ -375,9 +553,13 @@ impl HoldEngine {
             Err(error) => return Err(error.into()),
         };
         Ok(match reply.split_first() {
-            Some((tag, [created, until])) if tag == "HELD" => LockOutcome::Held {
+            Some((tag, [created, until, rest @ ..])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
                 held_until: timestamp(until)?,
+                backordered: pairs(rest)?
+                    .into_iter()
+                    .map(|(product, units)| Ok((product, u32::try_from(units)?)))
+                    .collect::<anyhow::Result<_>>()?,
             },
             Some((tag, [uuid])) if tag == "EXISTING" => LockOutcome::Existing(OrderId {
                 store,
@@ -461,6 +643,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
+        self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
         let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => {
@@ -480,7 +663,7 @@ impl HoldEngine {
         })
     }
 
-    /// The six store keys every hold script takes first (see `lua/hold_lib.lua`).
+    /// The store keys every hold script takes first (see `lua/hold_lib.lua`).
     fn store_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
         for key in self.keys.store(store).all() {
             invocation.key(key);
@@ -510,6 +693,7 @@ impl HoldEngine {
         let mut invocation = SCRIPTS.expire.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation.arg(self.retention_ms);
+        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS + orders.len());
         for order in orders {
             debug_assert_eq!(order.store, store);
             invocation
@@ -521,7 +705,8 @@ impl HoldEngine {
         Ok(released)
     }
 
-    /// Adds units to a product's available stock; `None` when Redis has no entry for it yet.
+    /// Adds units to a product: confirmed pre-orders first, oldest first, then the sale.
+    /// `None` when Redis has no entry for it yet.
     pub async fn restock(
         &self,
         store: StoreId,
@@ -529,7 +714,7 @@ impl HoldEngine {
         units: u32,
         restock_id: &str,
         reason: &str,
-    ) -> anyhow::Result<Option<i64>> {
+    ) -> anyhow::Result<Option<Restocked>> {
         anyhow::ensure!(
             !self.is_recovering(store),
             "store {store} is being rebuilt from MySQL after a Redis failure; try again in a moment"
@@ -540,11 +725,48 @@ impl HoldEngine {
             .arg(product.0)
             .arg(units)
             .arg(restock_id)
-            .arg(reason);
+            .arg(reason)
+            .arg(self.keys.hold_prefix(store));
+        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS);
         let reply: Vec<String> = self.run("restock", &invocation).await?;
         match reply.as_slice() {
-            [tag, available] if tag == "RESTOCKED" => Ok(Some(available.parse()?)),
+            [tag, available, filled] if tag == "RESTOCKED" => Ok(Some(Restocked {
+                available: available.parse()?,
+                filled_backorders: filled.parse()?,
+            })),
             [tag] if tag == "UNKNOWN" => Ok(None),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// Changes what the lock script enforces for a product, atomically.
+    pub async fn set_terms(
+        &self,
+        store: StoreId,
+        product: ProductId,
+        change: TermsChange,
+    ) -> anyhow::Result<TermsOutcome> {
+        let mut invocation = SCRIPTS.terms.prepare_invoke();
+        self.store_keys(&mut invocation, store);
+        invocation
+            .arg(product.0)
+            .arg(
+                change
+                    .max_per_customer
+                    .map_or(String::new(), |limit| limit.unwrap_or(0).to_string()),
+            )
+            .arg(
+                change
+                    .backorder_limit
+                    .map_or(String::new(), |l| l.to_string()),
+            );
+        let reply: Vec<String> = self.run("terms", &invocation).await?;
+        match reply.as_slice() {
+            [tag] if tag == "UPDATED" => Ok(TermsOutcome::Updated),
+            [tag] if tag == "UNKNOWN" => Ok(TermsOutcome::Uninitialised),
+            [tag, used] if tag == "BELOW_BACKORDERED" => {
+                Ok(TermsOutcome::BelowBackordered(used.parse()?))
+            }
             _ => Err(unexpected(&reply)),
         }
     }
@@ -561,16 +783,22 @@ impl HoldEngine {
             .ok_or_else(|| anyhow::anyhow!("hold {order} is damaged: {fields:?}"))
     }
 
-    /// Seeds Redis stock from MySQL's on-hand count where Redis has none; never overwrites.
-    pub async fn init_stock(
-        &self,
-        store: StoreId,
-        products: &[(ProductId, i64)],
-    ) -> anyhow::Result<()> {
-        let stock_key = self.keys.store(store).stock;
+    /// Seeds Redis stock and terms from MySQL where Redis has none; never overwrites.
+    pub async fn init_stock(&self, store: StoreId, products: &[SeedProduct]) -> anyhow::Result<()> {
+        let keys = self.keys.store(store);
         let mut pipe = redis::pipe();
-        for (product, units) in products {
-            pipe.hset_nx(&stock_key, product.0, *units).ignore();
+        for seed in products {
+            let id = seed.product.0;
+            pipe.hset_nx(&keys.stock, id, seed.stock).ignore();
+            let limit = seed.max_per_customer.unwrap_or(0);
+            pipe.hset_nx(&keys.terms, format!("{id}:max"), limit)
+                .ignore();
+            pipe.hset_nx(&keys.terms, format!("{id}:bo"), seed.backorder_limit)
+                .ignore();
+            pipe.hset_nx(&keys.backorder, id, seed.backorder_limit - seed.backordered)
+                .ignore();
+            pipe.hset_nx(&keys.backorder_sold, id, seed.backordered)
+                .ignore();
         }
         pipe.sadd(self.keys.stores(), store.0).ignore();
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
@@ -593,6 +821,49 @@ impl HoldEngine {
             .arg(&ids)
             .query_async(&mut self.redis.clone())
             .await?)
+    }
+
+    /// Pre-order figures per product as Redis has them now.
+    pub async fn backorders(
+        &self,
+        store: StoreId,
+        products: &[ProductId],
+    ) -> anyhow::Result<Vec<BackorderFigures>> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u64> = products.iter().map(|p| p.0).collect();
+        let limits: Vec<String> = ids.iter().map(|id| format!("{id}:bo")).collect();
+        let keys = self.keys.store(store);
+        #[allow(clippy::type_complexity)]
+        let (open, held, confirmed, limit): (
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+        ) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&keys.backorder)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.backorder_held)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.backorder_sold)
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.terms)
+            .arg(&limits)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok((0..ids.len())
+            .map(|i| BackorderFigures {
+                open: open[i].unwrap_or(0),
+                held: held[i].unwrap_or(0),
+                confirmed: confirmed[i].unwrap_or(0),
+                limit: limit[i].unwrap_or(0),
+            })
+            .collect())
     }
 
     /// Publishes the current availability of `products` on the store's live channel, in

@@ -8,7 +8,7 @@ pub struct KeySpace {
     prefix: String,
 }
 
-/// The six keys every hold script takes first (see `lua/hold_lib.lua`).
+/// The keys every hold script takes first, in `lua/hold_lib.lua`'s order.
 #[derive(Debug, Clone)]
 pub struct StoreKeys {
     pub stock: String,
@@ -17,6 +17,22 @@ pub struct StoreKeys {
     pub bought: String,
     pub deadlines: String,
     pub outbox: String,
+    /// Units still open for pre-order, per product.
+    pub backorder: String,
+    /// Pre-ordered units in HELD holds, per product.
+    pub backorder_held: String,
+    /// Pre-ordered units in CONFIRMED holds not yet filled by a restock, per product.
+    pub backorder_sold: String,
+    /// Confirmed pre-orders waiting for stock, oldest first per product.
+    pub backorder_queue: String,
+    /// "<order>:<product>" -> that order's units still waiting for stock.
+    pub backorder_open: String,
+    /// "<product>:max" (per-customer limit, 0 = none) and "<product>:bo" (backorder limit).
+    pub terms: String,
+    /// Waitlist entries in join order, per product.
+    pub waitlist_queue: String,
+    /// Waitlist entries: quantity, deadline, price, and why one was passed over.
+    pub waitlist_entries: String,
 }
 
 impl StoreKeys {
@@ -35,7 +51,7 @@ impl StoreKeys {
         format!("{}:dead", self.outbox)
     }
 
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.stock,
             &self.held,
@@ -43,6 +59,14 @@ impl StoreKeys {
             &self.bought,
             &self.deadlines,
             &self.outbox,
+            &self.backorder,
+            &self.backorder_held,
+            &self.backorder_sold,
+            &self.backorder_queue,
+            &self.backorder_open,
+            &self.terms,
+            &self.waitlist_queue,
+            &self.waitlist_entries,
         ]
     }
 }
@@ -70,7 +94,20 @@ impl KeySpace {
             bought: self.store_key(store, "bought"),
             deadlines: self.store_key(store, "deadlines"),
             outbox: self.store_key(store, "outbox"),
+            backorder: self.store_key(store, "backorder"),
+            backorder_held: self.store_key(store, "bo_held"),
+            backorder_sold: self.store_key(store, "bo_sold"),
+            backorder_queue: self.store_key(store, "bo_queue"),
+            backorder_open: self.store_key(store, "bo_open"),
+            terms: self.store_key(store, "terms"),
+            waitlist_queue: self.store_key(store, "wl_queue"),
+            waitlist_entries: self.store_key(store, "wl_entry"),
         }
+    }
+
+    /// What a store's hold keys start with; `hold(order)` is this plus the order's uuid.
+    pub fn hold_prefix(&self, store: StoreId) -> String {
+        self.store_key(store, "hold:")
     }
 
     pub fn hold(&self, order: OrderId) -> String {

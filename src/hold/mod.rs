@@ -8,8 +8,9 @@ mod record;
 mod scripts;
 
 pub use engine::{
-    CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, HoldSettings, LockOutcome,
-    LockRequest, RequestedLine,
+    BackorderFigures, CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, HoldSettings,
+    JoinOutcome, LockOutcome, LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange,
+    TermsOutcome, WaitlistEntry,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};

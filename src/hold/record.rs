@@ -12,6 +12,8 @@ pub struct HoldLine {
     pub product: ProductId,
     pub quantity: u32,
     pub unit_price_cents: i64,
+    /// Of `quantity`, the units that are a pre-order still waiting for stock.
+    pub backordered: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct Hold {
     pub idempotency_key: Option<IdempotencyKey>,
     /// 1 while HELD, 2 once terminal: the flusher never lets a lower version win.
     pub version: u32,
+    /// Made by a release script for the head of a waitlist, not by lockOrder.
+    pub from_waitlist: bool,
 }
 
 fn millis(raw: &str) -> Option<DateTime<Utc>> {
@@ -45,8 +49,13 @@ fn decode_lines(raw: &str) -> Option<Vec<HoldLine>> {
                 product: ProductId::parse(parts.next()?)?,
                 quantity: parts.next()?.parse().ok()?,
                 unit_price_cents: parts.next()?.parse().ok()?,
+                // Written only when the line has a pre-ordered part.
+                backordered: match parts.next() {
+                    Some(raw) => raw.parse().ok()?,
+                    None => 0,
+                },
             };
-            parts.next().is_none().then_some(line)
+            (parts.next().is_none() && line.backordered <= line.quantity).then_some(line)
         })
         .collect()
 }
@@ -74,6 +83,7 @@ impl Hold {
             confirmed_by: get("confirmed_by").map(str::to_owned),
             idempotency_key: get("idem").and_then(IdempotencyKey::parse),
             version: get("version")?.parse().ok()?,
+            from_waitlist: get("waitlist") == Some("1"),
         })
     }
 }
@@ -86,7 +96,10 @@ mod tests {
     fn encode_lines(lines: &[HoldLine]) -> String {
         lines
             .iter()
-            .map(|l| format!("{}:{}:{}", l.product, l.quantity, l.unit_price_cents))
+            .map(|l| match l.backordered {
+                0 => format!("{}:{}:{}", l.product, l.quantity, l.unit_price_cents),
+                bo => format!("{}:{}:{}:{bo}", l.product, l.quantity, l.unit_price_cents),
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -97,7 +110,7 @@ mod tests {
         let fields: HashMap<String, String> = [
             ("user", "5"),
             ("store", "1"),
-            ("lines", "3:2:1999,4:1:500"),
+            ("lines", "3:2:1999,4:3:500:2"),
             ("total", "4498"),
             ("status", "HELD"),
             ("created", "1763900000000"),
@@ -115,11 +128,19 @@ mod tests {
             HoldLine {
                 product: ProductId(3),
                 quantity: 2,
-                unit_price_cents: 1999
+                unit_price_cents: 1999,
+                backordered: 0,
             }
         );
-        assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:1:500");
+        assert_eq!(hold.lines[1].backordered, 2);
+        assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:3:500:2");
         assert!(hold.idempotency_key.is_none());
         assert_eq!(hold.status, OrderStatus::Held);
+    }
+
+    #[test]
+    fn a_line_cannot_preorder_more_than_it_holds() {
+        assert!(decode_lines("3:2:1999:3").is_none());
+        assert!(decode_lines("3:2:1999:2:1").is_none());
     }
 }

@@ -18,6 +18,8 @@ pub struct Scripts {
     pub cancel: Script,
     pub expire: Script,
     pub restock: Script,
+    pub terms: Script,
+    pub waitlist: Script,
     pub live_snapshot: Script,
 }
 
@@ -27,5 +29,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: with_lib(include_str!("../../lua/cancel.lua")),
     expire: with_lib(include_str!("../../lua/expire.lua")),
     restock: with_lib(include_str!("../../lua/restock.lua")),
+    terms: with_lib(include_str!("../../lua/terms.lua")),
+    waitlist: with_lib(include_str!("../../lua/waitlist.lua")),
     live_snapshot: with_lib(include_str!("../../lua/live_snapshot.lua")),
 });

@@ -20,6 +20,10 @@ pub enum OrderErrorCode {
     TooManyHolds,
     /// The idempotency key names an order made from other lines or options (`orderId`).
     IdempotencyKeyReused,
+    /// A product's backorder limit cannot fall below the units pre-ordered already.
+    BackorderLimitTooLow,
+    /// Another product of the store has this name.
+    NameTaken,
     /// Retryable: the store is being rebuilt from MySQL after Redis lost data.
     StoreRecovering,
 }
@@ -41,6 +45,8 @@ impl OrderErrorCode {
             Self::TooManyHolds => "too_many_holds",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::StoreRecovering => "store_recovering",
+            Self::BackorderLimitTooLow => "backorder_limit_too_low",
+            Self::NameTaken => "name_taken",
         }
     }
 }

@@ -122,8 +122,9 @@ pub async fn lock_order(
     viewer: Viewer,
     lines: &[LineInput],
     idempotency_key: Option<IdempotencyKey>,
+    allow_backorder: bool,
 ) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
-    let locked = lock(cx, viewer, lines, idempotency_key).await;
+    let locked = lock(cx, viewer, lines, idempotency_key, allow_backorder).await;
     crate::metrics::lock_order(match &locked {
         Ok(Locked::New(_)) => "held",
         Ok(Locked::Existing(_)) => "existing",
@@ -143,6 +144,7 @@ async fn lock(
     viewer: Viewer,
     lines: &[LineInput],
     idempotency_key: Option<IdempotencyKey>,
+    allow_backorder: bool,
 ) -> anyhow::Result<Locked> {
     let quantities = match parse_lines(lines, cx.limits) {
         Ok(quantities) => quantities,
@@ -188,11 +190,11 @@ async fn lock(
                     product: *id,
                     quantity: *quantity,
                     unit_price_cents: product.price_cents,
-                    max_per_customer: product.max_per_customer,
                 }
             })
             .collect(),
         idempotency_key,
+        allow_backorder,
     };
 
     let mut outcome = cx.engine.lock(&request).await?;
@@ -212,6 +214,7 @@ async fn lock(
         LockOutcome::Held {
             created_at,
             held_until,
+            backordered,
         } => Locked::New(Hold {
             id: request.order,
             user: viewer.id,
@@ -228,6 +231,7 @@ async fn lock(
                     product: l.product,
                     quantity: l.quantity,
                     unit_price_cents: l.unit_price_cents,
+                    backordered: backordered.get(&l.product).copied().unwrap_or(0),
                 })
                 .collect(),
             created_at,
@@ -238,6 +242,7 @@ async fn lock(
             confirmed_by: None,
             idempotency_key: request.idempotency_key,
             version: 1,
+            from_waitlist: false,
         }),
         LockOutcome::Existing(order) => match find_order(cx.db, cx.engine, order).await? {
             Some(hold) => Locked::Existing(hold),

@@ -11,6 +11,10 @@
 //! - Stock moves only together with a new ledger row. The row goes in first with
 //!   `INSERT IGNORE`; its delta applies only when that insert added the row. (Never read
 //!   "was it new?" from an `ON DUPLICATE KEY UPDATE`: sqlx-mysql sets CLIENT_FOUND_ROWS.)
+//! - Pre-ordered units follow the same rule in their own ledger: `backorder_movements`
+//!   rows move `products.backordered` (and, for a fill, the line's `backordered_quantity`).
+//!   A confirmed line sells only its in-stock part; a fill is a BACKORDER_FILLED row in
+//!   `stock_movements`, after the restock's own row.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::{MySql, Row, Transaction};
 
-use super::event::{OutboxEvent, Restock};
+use super::event::{BackorderFilled, OutboxEvent, Restock};
 use crate::db::Db;
 use crate::domain::{OrderStatus, ProductId, StoreId};
 use crate::hold::Hold;
@@ -79,7 +83,7 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// is assigned last: every condition before it compares against the stored version.
 const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, total_cents, \
      idempotency_key, held_until, created_at, confirmed_at, finished_at, payment_reference, \
-     confirmed_by, version) \
+     confirmed_by, version, from_waitlist) \
      VALUES {rows} ON DUPLICATE KEY UPDATE \
      status = IF(VALUES(version) > version, VALUES(status), status), \
      confirmed_at = IF(VALUES(version) > version, VALUES(confirmed_at), confirmed_at), \
@@ -90,7 +94,7 @@ const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, 
 
 async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
     for chunk in orders.chunks(ROWS_PER_INSERT) {
-        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 13));
+        let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 14));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for hold in chunk {
             query = query
@@ -106,7 +110,8 @@ async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sql
                 .bind(hold.finished_at.map(naive))
                 .bind(hold.payment_reference.as_ref().map(|p| p.as_str()))
                 .bind(hold.confirmed_by.as_deref())
-                .bind(hold.version);
+                .bind(hold.version)
+                .bind(hold.from_waitlist);
         }
         query.execute(&mut **tx).await?;
     }
@@ -122,25 +127,52 @@ async fn insert_lines(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx
         // A no-op update rather than INSERT IGNORE, which would also hide a broken
         // foreign key.
         let sql = format!(
-            "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) \
+            "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents, backordered_quantity) \
              VALUES {} ON DUPLICATE KEY UPDATE quantity = quantity",
-            placeholders(chunk.len(), 4)
+            placeholders(chunk.len(), 5)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (order, line) in chunk {
+            // A line's pre-ordered count as the order was made: fills lower it through
+            // their own ledger rows, never through a replayed order event.
             query = query
                 .bind(order.to_string())
                 .bind(line.product.0)
                 .bind(line.quantity)
-                .bind(line.unit_price_cents);
+                .bind(line.unit_price_cents)
+                .bind(line.backordered);
         }
         query.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// One change to a product's stock and the ledger row that records it.
+/// The two ledgers: of `products.stock`, and of `products.backordered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    Stock,
+    Backorder,
+}
+
+impl Ledger {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Stock => "stock_movements",
+            Self::Backorder => "backorder_movements",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Stock => "stock",
+            Self::Backorder => "backordered",
+        }
+    }
+}
+
+/// One change to a product's stock (or pre-ordered count) and the ledger row that records it.
 struct Movement<'a> {
+    ledger: Ledger,
     key: String,
     product: ProductId,
     delta: i64,
@@ -150,24 +182,66 @@ struct Movement<'a> {
     at: DateTime<Utc>,
 }
 
-/// A sale's ledger rows say who confirmed it (a payment event, or which ADMIN).
-fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'_>> + '_ {
-    hold.lines.iter().map(move |line| Movement {
-        key: format!("sale:{}:{}", hold.id.uuid, line.product),
-        product: line.product,
-        delta: -i64::from(line.quantity),
-        reason: "SALE",
-        order: Some(hold.id.uuid.to_string()),
-        note: hold
-            .confirmed_by
-            .as_deref()
-            .map(|by| Cow::Owned(format!("confirmed by {by}"))),
-        at: hold.confirmed_at.unwrap_or(hold.created_at),
+/// A confirmed line sells its in-stock units and books its pre-ordered ones. A sale's
+/// ledger rows say who confirmed it (a payment event, or which ADMIN).
+fn sales(hold: &Hold) -> impl Iterator<Item = Movement<'static>> + '_ {
+    let at = hold.confirmed_at.unwrap_or(hold.created_at);
+    let note = hold
+        .confirmed_by
+        .as_deref()
+        .map(|by| Cow::<'static, str>::Owned(format!("confirmed by {by}")));
+    hold.lines.iter().flat_map(move |line| {
+        let in_stock = i64::from(line.quantity - line.backordered);
+        let sale = (in_stock > 0).then(|| Movement {
+            ledger: Ledger::Stock,
+            key: format!("sale:{}:{}", hold.id.uuid, line.product),
+            product: line.product,
+            delta: -in_stock,
+            reason: "SALE",
+            order: Some(hold.id.uuid.to_string()),
+            note: note.clone(),
+            at,
+        });
+        let booked = (line.backordered > 0).then(|| Movement {
+            ledger: Ledger::Backorder,
+            key: format!("backordered:{}:{}", hold.id.uuid, line.product),
+            product: line.product,
+            delta: i64::from(line.backordered),
+            reason: "BACKORDERED",
+            order: Some(hold.id.uuid.to_string()),
+            note: note.clone(),
+            at,
+        });
+        sale.into_iter().chain(booked)
     })
+}
+
+/// Units of a restock handed to a pre-order: they leave stock as a sale would, and the
+/// order's pre-ordered count falls by as much.
+fn fill(filled: &BackorderFilled) -> [Movement<'static>; 2] {
+    let key = format!(
+        "fill:{}:{}:{}",
+        filled.restock, filled.order.uuid, filled.product
+    );
+    let movement = |ledger, reason, key| Movement {
+        ledger,
+        key,
+        product: filled.product,
+        delta: -filled.units,
+        reason,
+        order: Some(filled.order.uuid.to_string()),
+        note: None,
+        at: filled.at,
+    };
+    [
+        movement(Ledger::Stock, "BACKORDER_FILLED", key.clone()),
+        movement(Ledger::Backorder, "FILLED", key),
+    ]
 }
 
 fn restock(restock: &Restock) -> Movement<'_> {
     Movement {
+        ledger: Ledger::Stock,
         key: format!("restock:{}", restock.id),
         product: restock.product,
         delta: restock.units,
@@ -188,11 +262,14 @@ async fn record_one(
         return Ok(true);
     }
     // IGNORE also swallows a broken foreign key: make sure it was the duplicate key.
-    let exists: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements WHERE movement_key = ?")
-            .bind(&movement.key)
-            .fetch_one(&mut **tx)
-            .await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE movement_key = ?",
+        movement.ledger.table()
+    );
+    let exists: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&movement.key)
+        .fetch_one(&mut **tx)
+        .await?;
     if exists != 1 {
         return Err(DataRefused(format!(
             "ledger row {} was refused (unknown product {}?)",
@@ -203,7 +280,8 @@ async fn record_one(
     Ok(false)
 }
 
-/// `INSERT IGNORE`s the rows; returns how many were added (duplicates count 0).
+/// `INSERT IGNORE`s the rows (all of one ledger); returns how many were added
+/// (duplicates count 0).
 async fn insert_ignore(
     tx: &mut Transaction<'_, MySql>,
     rows: &[Movement<'_>],
@@ -211,8 +289,9 @@ async fn insert_ignore(
     let mut inserted = 0;
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT IGNORE INTO stock_movements \
+            "INSERT IGNORE INTO {} \
              (movement_key, product_id, delta, reason, order_id, note, created_at) VALUES {}",
+            chunk[0].ledger.table(),
             placeholders(chunk.len(), 7)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -231,7 +310,7 @@ async fn insert_ignore(
     Ok(inserted)
 }
 
-/// Writes the ledger rows and returns the movements that are new. The common case, all
+/// Writes the ledger rows (all of one ledger) and returns the movements that are new. The common case, all
 /// new, takes one statement; when the count falls short (a replay), the statement is
 /// undone and each row is tried alone, so every delta is known to be new or not.
 async fn record<'m>(
@@ -371,25 +450,38 @@ pub async fn apply(
         .filter(confirmed_in_mysql)
         .flat_map(|hold| sales(hold))
         .collect();
-    movements.extend(events.iter().filter_map(|event| match event {
-        OutboxEvent::Restock(r) => Some(restock(r)),
-        OutboxEvent::Order(_) => None,
-    }));
-
-    let mut deltas: BTreeMap<ProductId, i64> = BTreeMap::new();
-    for movement in record(&mut tx, &movements).await? {
-        *deltas.entry(movement.product).or_default() += movement.delta;
+    for event in events {
+        match event {
+            OutboxEvent::Restock(r) => movements.push(restock(r)),
+            OutboxEvent::BackorderFilled(filled) => movements.extend(fill(filled)),
+            OutboxEvent::Order(_) => {}
+        }
     }
-    // One UPDATE per product, in id order, so two flushers never lock rows crosswise.
-    for (product, delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {
-        let matched = sqlx::query("UPDATE products SET stock = stock + ? WHERE id = ?")
-            .bind(delta)
-            .bind(product.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let (stock_moves, backorder_moves): (Vec<_>, Vec<_>) = movements
+        .into_iter()
+        .partition(|movement| movement.ledger == Ledger::Stock);
+
+    let new_stock = record(&mut tx, &stock_moves).await?;
+    apply_deltas(&mut tx, Ledger::Stock, &new_stock).await?;
+    let new_backorders = record(&mut tx, &backorder_moves).await?;
+    apply_deltas(&mut tx, Ledger::Backorder, &new_backorders).await?;
+    for movement in new_backorders.iter().filter(|m| m.reason == "FILLED") {
+        let matched = sqlx::query(
+            "UPDATE order_items SET backordered_quantity = backordered_quantity + ? \
+             WHERE order_id = ? AND product_id = ?",
+        )
+        .bind(movement.delta)
+        .bind(movement.order.as_deref())
+        .bind(movement.product.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if matched != 1 {
-            return Err(DataRefused(format!("product {product} is not in MySQL")).into());
+            return Err(DataRefused(format!(
+                "filled pre-order {:?} has no line for product {}",
+                movement.order, movement.product
+            ))
+            .into());
         }
     }
     // Last: every batch of the store takes this row's lock, so hold it the shortest time.
@@ -406,4 +498,31 @@ pub async fn apply(
     tx.commit().await?;
     refused.sort_by_key(|r| r.index);
     Ok(refused)
+}
+
+/// Adds the new movements' deltas to the ledger's column of `products`: one UPDATE per
+/// product, in id order, so two flushers never lock rows crosswise.
+async fn apply_deltas(
+    tx: &mut Transaction<'_, MySql>,
+    ledger: Ledger,
+    movements: &[&Movement<'_>],
+) -> anyhow::Result<()> {
+    let mut deltas: BTreeMap<ProductId, i64> = BTreeMap::new();
+    for movement in movements {
+        *deltas.entry(movement.product).or_default() += movement.delta;
+    }
+    let column = ledger.column();
+    let sql = format!("UPDATE products SET {column} = {column} + ? WHERE id = ?");
+    for (product, delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {
+        let matched = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(delta)
+            .bind(product.0)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if matched != 1 {
+            return Err(DataRefused(format!("product {product} is not in MySQL")).into());
+        }
+    }
+    Ok(())
 }

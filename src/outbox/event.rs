@@ -1,5 +1,6 @@
-//! What an outbox entry says: an order's whole state after a transition, or a restock.
-//! The shapes are written by `lua/hold_lib.lua::append_order_event` and `lua/restock.lua`.
+//! What an outbox entry says: an order's whole state after a transition, a restock, or
+//! a restock's units handed to a confirmed pre-order. The shapes are written by
+//! `lua/hold_lib.lua` (`append_order_event`, `fill_backorders`) and `lua/restock.lua`.
 
 use std::collections::HashMap;
 
@@ -19,10 +20,22 @@ pub struct Restock {
     pub at: DateTime<Utc>,
 }
 
+/// Units of a restock that went to a confirmed pre-order instead of the sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackorderFilled {
+    pub order: OrderId,
+    pub product: ProductId,
+    pub units: i64,
+    /// The restock that brought the units.
+    pub restock: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone)]
 pub enum OutboxEvent {
     Order(Hold),
     Restock(Restock),
+    BackorderFilled(BackorderFilled),
 }
 
 impl OutboxEvent {
@@ -42,6 +55,18 @@ impl OutboxEvent {
                 product: ProductId::parse(get("product")?)?,
                 units: get("units")?.parse().ok().filter(|units| *units > 0)?,
                 reason: get("reason").unwrap_or_default().to_owned(),
+                at: Utc
+                    .timestamp_millis_opt(get("at")?.parse().ok()?)
+                    .single()?,
+            })),
+            "backorder_filled" => Some(Self::BackorderFilled(BackorderFilled {
+                order: OrderId {
+                    store,
+                    uuid: Uuid::parse_str(get("order")?).ok()?,
+                },
+                product: ProductId::parse(get("product")?)?,
+                units: get("units")?.parse().ok().filter(|units| *units > 0)?,
+                restock: get("restock").filter(|id| !id.is_empty())?.to_owned(),
                 at: Utc
                     .timestamp_millis_opt(get("at")?.parse().ok()?)
                     .single()?,
@@ -112,6 +137,28 @@ mod tests {
         };
         assert_eq!(restock.product, ProductId(7));
         assert_eq!(restock.units, 40);
+    }
+
+    #[test]
+    fn a_fill_event_names_its_order_product_and_restock() {
+        let uuid = Uuid::now_v7().to_string();
+        let event = OutboxEvent::parse(
+            StoreId(2),
+            &fields(&[
+                ("type", "backorder_filled"),
+                ("order", &uuid),
+                ("product", "7"),
+                ("units", "2"),
+                ("restock", "r-1"),
+                ("at", "1763900000000"),
+            ]),
+        );
+        let Some(OutboxEvent::BackorderFilled(filled)) = event else {
+            panic!("not a fill: {event:?}");
+        };
+        assert_eq!(filled.order.store, StoreId(2));
+        assert_eq!(filled.units, 2);
+        assert_eq!(filled.restock, "r-1");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::domain::StoreId;
 use crate::hold::HoldEngine;
 
 pub use rebuild::{RebuildReport, rebuild};
-pub use watch::watch;
+pub use watch::{run_id, watch};
 
 /// How long one instance may hold a store's rebuild before another may take it over.
 const REBUILD_LEASE: Duration = Duration::from_secs(60);

@@ -3,8 +3,13 @@
 //! every HELD order (hash, TTL marker, deadline: those past their deadline are left to
 //! the sweeper, which expires them and gives their units back once), each customer's
 //! HELD count (the hold cap), the idempotency keys still in their time (with their
-//! requests' fingerprints), and the store's sequence. The old keys go and the new ones come
-//! in one MULTI, so no script ever sees half of it.
+//! requests' fingerprints), and the store's sequence. Pre-orders too: each product's
+//! terms (per-customer limit, backorder limit), its pre-order counters (open, held,
+//! confirmed and not yet filled), the queue of confirmed pre-orders waiting for stock
+//! (oldest first) with each one's open units, and HELD holds keep their pre-ordered parts
+//! and their waitlist mark. Waitlist entries exist only in Redis: MySQL has none, so the
+//! rebuild clears them (docs/HOLDS.md). The old keys go and the new ones come in one
+//! MULTI, so no script ever sees half of it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -141,8 +146,13 @@ struct HeldOrder {
     idem: Option<String>,
     created: i64,
     held_until: i64,
-    lines: Vec<(u64, i64, i64)>,
+    from_waitlist: bool,
+    /// product, quantity, unit price, pre-ordered units
+    lines: Vec<(u64, i64, i64, i64)>,
 }
+
+/// A product's row: on hand, per-customer limit, backorder limit, confirmed pre-orders.
+type ProductRow = (u64, i64, Option<i32>, i32, i64);
 
 pub async fn rebuild(
     db: &Db,
@@ -152,13 +162,18 @@ pub async fn rebuild(
     drain_outbox(db, engine, store).await?;
     let keys = engine.keys().store(store);
 
-    let products: Vec<(u64, i64)> =
-        sqlx::query_as("SELECT id, stock FROM products WHERE store_id = ? ORDER BY id")
-            .bind(store.0)
-            .fetch_all(db)
-            .await?;
+    let products: Vec<ProductRow> = sqlx::query_as(
+        "SELECT id, stock, max_per_customer, backorder_limit, backordered FROM products \
+         WHERE store_id = ? ORDER BY id",
+    )
+    .bind(store.0)
+    .fetch_all(db)
+    .await?;
+    // In-stock units only: a confirmed line's pre-ordered part not yet filled is no sale
+    // of stock (a fill moves it to `sold` and lowers backordered_quantity).
     let sold: Vec<(u64, i64)> = sqlx::query_as(
-        "SELECT i.product_id, CAST(SUM(i.quantity) AS SIGNED) FROM orders o \
+        "SELECT i.product_id, CAST(SUM(i.quantity - i.backordered_quantity) AS SIGNED) \
+         FROM orders o \
          JOIN order_items i ON i.order_id = o.id \
          WHERE o.store_id = ? AND o.status = 'CONFIRMED' GROUP BY i.product_id",
     )
@@ -176,7 +191,8 @@ pub async fn rebuild(
     .await?;
     let rows = sqlx::query(
         "SELECT o.id, o.user_id, o.total_cents, o.idempotency_key, o.created_at, o.held_until, \
-         i.product_id, i.quantity, i.unit_price_cents FROM orders o \
+         o.from_waitlist, i.product_id, i.quantity, i.unit_price_cents, i.backordered_quantity \
+         FROM orders o \
          JOIN order_items i ON i.order_id = o.id \
          WHERE o.store_id = ? AND o.status = 'HELD' ORDER BY o.id, i.product_id",
     )
@@ -190,6 +206,7 @@ pub async fn rebuild(
             row.try_get::<u64, _>("product_id")?,
             i64::from(row.try_get::<i32, _>("quantity")?),
             row.try_get::<i64, _>("unit_price_cents")?,
+            i64::from(row.try_get::<i32, _>("backordered_quantity")?),
         );
         if let Some(order) = held_orders.get_mut(&id) {
             order.lines.push(line);
@@ -206,15 +223,20 @@ pub async fn rebuild(
                 idem: row.try_get("idempotency_key")?,
                 created: ms(created),
                 held_until: held_until.map_or(ms(created), ms),
+                from_waitlist: row.try_get("from_waitlist")?,
                 lines: vec![line],
             },
         );
     }
     // Each key with the fingerprint of the request that made its order (as
-    // `LockRequest::fingerprint` writes it: `pid:qty` by product, comma-separated).
+    // `LockRequest::fingerprint` writes it: `pid:qty` by product, comma-separated, then
+    // `;backorder` when pre-orders were accepted). MySQL keeps no flag, so an order counts
+    // as one that accepted them when a line was pre-ordered: held now, or booked once.
     let idempotent: Vec<(String, u64, String, NaiveDateTime, String)> = sqlx::query_as(
         "SELECT o.id, o.user_id, o.idempotency_key, o.created_at, \
-         CAST(GROUP_CONCAT(CONCAT(i.product_id, ':', i.quantity) ORDER BY i.product_id SEPARATOR ',') AS CHAR) \
+         CONCAT(CAST(GROUP_CONCAT(CONCAT(i.product_id, ':', i.quantity) ORDER BY i.product_id SEPARATOR ',') AS CHAR), \
+         IF(SUM(i.backordered_quantity) > 0 OR EXISTS (SELECT 1 FROM backorder_movements b \
+         WHERE b.order_id = o.id AND b.reason = 'BACKORDERED'), ';backorder', '')) \
          FROM orders o JOIN order_items i ON i.order_id = o.id \
          WHERE o.store_id = ? AND o.idempotency_key IS NOT NULL AND o.created_at > ? \
          GROUP BY o.id, o.user_id, o.idempotency_key, o.created_at",
@@ -223,15 +245,26 @@ pub async fn rebuild(
     .bind(chrono::Utc::now().naive_utc() - engine.idempotency_ttl())
     .fetch_all(db)
     .await?;
+    // Confirmed pre-orders still waiting for stock, as `confirm_backorder` queues them.
+    let waiting: Vec<(String, u64, NaiveDateTime, i32)> = sqlx::query_as(
+        "SELECT o.id, i.product_id, o.created_at, i.backordered_quantity FROM orders o \
+         JOIN order_items i ON i.order_id = o.id \
+         WHERE o.store_id = ? AND o.status = 'CONFIRMED' AND i.backordered_quantity > 0",
+    )
+    .bind(store.0)
+    .fetch_all(db)
+    .await?;
     let seq: Option<u64> = sqlx::query_scalar("SELECT seq FROM store_sequences WHERE store_id = ?")
         .bind(store.0)
         .fetch_optional(db)
         .await?;
 
     let mut held: HashMap<u64, i64> = HashMap::new();
+    let mut backorder_held: HashMap<u64, i64> = HashMap::new();
     for order in held_orders.values() {
-        for (product, quantity, _) in &order.lines {
-            *held.entry(*product).or_default() += quantity;
+        for (product, quantity, _, backordered) in &order.lines {
+            *held.entry(*product).or_default() += quantity - backordered;
+            *backorder_held.entry(*product).or_default() += backordered;
         }
     }
     let sold: HashMap<u64, i64> = sold.into_iter().collect();
@@ -247,6 +280,14 @@ pub async fn rebuild(
         keys.sold.clone(),
         keys.bought.clone(),
         keys.deadlines.clone(),
+        keys.backorder.clone(),
+        keys.backorder_held.clone(),
+        keys.backorder_sold.clone(),
+        keys.backorder_queue.clone(),
+        keys.backorder_open.clone(),
+        keys.terms.clone(),
+        keys.waitlist_queue.clone(),
+        keys.waitlist_entries.clone(),
     ]);
 
     let mut redis = engine.redis();
@@ -257,11 +298,41 @@ pub async fn rebuild(
     for chunk in old.chunks(500) {
         pipe.del(chunk).ignore();
     }
-    for (product, on_hand) in &products {
+    for (product, on_hand, max_per_customer, backorder_limit, backordered) in &products {
         let held = held.get(product).copied().unwrap_or(0);
         pipe.hset(&keys.stock, product, on_hand - held).ignore();
         pipe.hset(&keys.held, product, held).ignore();
         pipe.hset(&keys.sold, product, sold.get(product).copied().unwrap_or(0))
+            .ignore();
+        // backorder + bo_held + bo_sold == the backorder limit (`hold_lib.lua`).
+        let backorder_held = backorder_held.get(product).copied().unwrap_or(0);
+        pipe.hset(
+            &keys.backorder,
+            product,
+            i64::from(*backorder_limit) - backorder_held - backordered,
+        )
+        .ignore();
+        pipe.hset(&keys.backorder_held, product, backorder_held)
+            .ignore();
+        pipe.hset(&keys.backorder_sold, product, backordered)
+            .ignore();
+        pipe.hset(
+            &keys.terms,
+            format!("{product}:max"),
+            max_per_customer.unwrap_or(0),
+        )
+        .ignore();
+        pipe.hset(&keys.terms, format!("{product}:bo"), backorder_limit)
+            .ignore();
+    }
+    for (order, product, created, open) in &waiting {
+        pipe.zadd(
+            &keys.backorder_queue,
+            format!("{product}:{:013}:{order}", ms(*created)),
+            0,
+        )
+        .ignore();
+        pipe.hset(&keys.backorder_open, format!("{order}:{product}"), open)
             .ignore();
     }
     for (user, product, units) in &bought {
@@ -283,23 +354,30 @@ pub async fn rebuild(
         let lines: Vec<String> = order
             .lines
             .iter()
-            .map(|(product, quantity, price)| format!("{product}:{quantity}:{price}"))
+            .map(|(product, quantity, price, backordered)| {
+                if *backordered > 0 {
+                    format!("{product}:{quantity}:{price}:{backordered}")
+                } else {
+                    format!("{product}:{quantity}:{price}")
+                }
+            })
             .collect();
         let hold_key = engine.keys().hold(id);
-        pipe.cmd("HSET")
-            .arg(&hold_key)
-            .arg(&[
-                ("user", order.user.to_string()),
-                ("store", store.to_string()),
-                ("lines", lines.join(",")),
-                ("total", order.total.to_string()),
-                ("status", "HELD".to_owned()),
-                ("created", order.created.to_string()),
-                ("held_until", order.held_until.to_string()),
-                ("idem", order.idem.clone().unwrap_or_default()),
-                ("version", "1".to_owned()),
-            ])
-            .ignore();
+        let mut fields = vec![
+            ("user", order.user.to_string()),
+            ("store", store.to_string()),
+            ("lines", lines.join(",")),
+            ("total", order.total.to_string()),
+            ("status", "HELD".to_owned()),
+            ("created", order.created.to_string()),
+            ("held_until", order.held_until.to_string()),
+            ("idem", order.idem.clone().unwrap_or_default()),
+            ("version", "1".to_owned()),
+        ];
+        if order.from_waitlist {
+            fields.push(("waitlist", "1".to_owned()));
+        }
+        pipe.cmd("HSET").arg(&hold_key).arg(&fields).ignore();
         if order.held_until > now {
             pipe.cmd("SET")
                 .arg(engine.keys().hold_marker(id))

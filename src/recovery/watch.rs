@@ -15,10 +15,11 @@ use crate::context::AppContext;
 /// scripts on stale data before its stores are marked as recovering.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
-async fn run_id(app: &AppContext) -> anyhow::Result<String> {
+/// The id Redis gives itself each time it starts.
+pub async fn run_id(engine: &crate::hold::HoldEngine) -> anyhow::Result<String> {
     let info: String = redis::cmd("INFO")
         .arg("server")
-        .query_async(&mut app.engine.redis())
+        .query_async(&mut engine.redis())
         .await?;
     info.lines()
         .find_map(|line| line.strip_prefix("run_id:"))
@@ -27,9 +28,11 @@ async fn run_id(app: &AppContext) -> anyhow::Result<String> {
 }
 
 pub async fn watch(app: AppContext, stop: CancellationToken) {
-    let mut known: Option<String> = None;
+    // Start-up checked every store against this server: only another one needs a check.
+    // (Checking again here would stop every store's orders for the check's length.)
+    let mut known: Option<String> = Some(app.checked_server.clone());
     // Set when the server changed and not every store was checked since.
-    let mut unchecked = true;
+    let mut unchecked = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -37,7 +40,7 @@ pub async fn watch(app: AppContext, stop: CancellationToken) {
         }
         // Failures seen before this look at the server are covered by it.
         let failures = app.engine.connection_failures();
-        let Ok(current) = run_id(&app).await else {
+        let Ok(current) = run_id(&app.engine).await else {
             continue;
         };
         if known.as_ref().is_some_and(|known| *known != current) {

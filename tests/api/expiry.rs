@@ -419,9 +419,9 @@ async fn five_thousand_holds_expiring_together_are_all_released() {
                     product: products[(i % 10) as usize],
                     quantity: 1,
                     unit_price_cents: 100,
-                    max_per_customer: None,
                 }],
                 idempotency_key: None,
+                allow_backorder: false,
             };
             match engine.lock(&request).await.unwrap() {
                 LockOutcome::Held { held_until, .. } => Held {

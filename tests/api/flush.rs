@@ -354,7 +354,7 @@ pub(crate) async fn confirm_without_flusher(
                     quantity: i64::from(*q),
                 })
                 .collect();
-            let hold = orders::lock_order(app.context.lock_context(), viewer, &input, None)
+            let hold = orders::lock_order(app.context.lock_context(), viewer, &input, None, false)
                 .await
                 .unwrap()
                 .unwrap();

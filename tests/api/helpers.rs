@@ -208,6 +208,19 @@ impl TestApp {
         stock: i64,
         limit: Option<u32>,
     ) -> ProductId {
+        self.create_product_with_backorders(store, price_cents, stock, limit, 0)
+            .await
+    }
+
+    /// A product that may sell `backorder_limit` units beyond its stock, as pre-orders.
+    pub async fn create_product_with_backorders(
+        &self,
+        store: StoreId,
+        price_cents: i64,
+        stock: i64,
+        limit: Option<u32>,
+        backorder_limit: u32,
+    ) -> ProductId {
         let name = format!("Product {}", unique_suffix());
         let new = NewProduct {
             store,
@@ -215,6 +228,7 @@ impl TestApp {
             price_cents,
             stock,
             max_per_customer: limit,
+            backorder_limit,
         };
         let id = db::catalog::insert_product(&self.db, &new)
             .await

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod auth;
+mod backorder;
 mod browser;
 mod cli;
 mod expiry;
@@ -22,3 +23,4 @@ mod revocation;
 mod schema;
 mod storefront;
 mod subscriber;
+mod waitlist;

@@ -34,6 +34,7 @@ async fn storefront_shows_holds_and_cancels_live_in_another_page() {
             price_cents,
             stock,
             max_per_customer: limit,
+            backorder_limit: 0,
         };
         let id = db::catalog::insert_product(&app.db, &new)
             .await
