@@ -411,6 +411,14 @@ pub async fn rebuild(
         .ignore();
     pipe.sadd(engine.keys().stores(), store.0).ignore();
     pipe.query_async::<()>(&mut redis).await?;
+    // Live subscribers saw the old numbers; the rebuild changed them without a script.
+    let rebuilt: Vec<crate::domain::ProductId> = products
+        .iter()
+        .map(|(id, ..)| crate::domain::ProductId(*id))
+        .collect();
+    if let Err(error) = engine.publish_snapshot(store, &rebuilt).await {
+        tracing::warn!(%store, error = format!("{error:#}"), "cannot publish the rebuilt stock");
+    }
     Ok(RebuildReport {
         products: products.len(),
         holds: held_orders.len(),

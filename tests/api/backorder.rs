@@ -601,6 +601,9 @@ async fn a_rebuild_from_mysql_restores_terms_preorders_their_queue_and_held_part
     let after = restock(&app, &admin, product, 1).await;
     assert_eq!(after["available"], 0, "{after}");
     assert_eq!(after["backorderAvailable"], 3, "{after}");
+    // A's order is read from MySQL now (the rebuild keeps HELD holds only in Redis):
+    // the fill shows there once flushed.
+    assert_flushed_and_audited(&app).await;
     assert_eq!(backordered(&app, &a, &first).await, 0);
     // B's held pre-order is still one: paid, it books its two units as pre-ordered.
     confirm(&app, &b, &second).await;
