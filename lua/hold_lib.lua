@@ -25,7 +25,9 @@
 --                              first served per product by ZRANGEBYLEX
 --   KEYS[14] wl_entry     HASH "<pid>:<user>" -> "<seq>:<quantity>:<deadline ms>:<unit price>",
 --                              "<pid>:<user>:skip" -> why the entry was last passed over
---                              (LIMIT or HOLD_CAP), "#seq" -> the join counter
+--                              (LIMIT or HOLD_CAP), "@<user>" -> "<pid>,..." the products
+--                              the user waits for, in join order, "#seq" -> the join counter
+--   and KEYS[13] .. ':deadlines', ZSET wl_queue member -> deadline ms (see wl_deadlines)
 -- A script's own keys follow from KEYS[STORE_KEYS + 1].
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
 -- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
@@ -232,9 +234,60 @@ local function next_handover_id()
   return waitlist.id_head .. string.format('%08x', (waitlist.id_tail + n) % 4294967296)
 end
 
+-- The line's deadline index: ZSET wl_queue member -> the entry's deadline (ms). Its name
+-- is derived from KEYS[13] like the sequence key's from the outbox (same hash tag, so the
+-- same slot, and no script's KEYS change). Expired entries are found by score, so the
+-- line never has to be walked to count who is ahead (waitlist.lua).
+local wl_deadlines = store.wl_queue .. ':deadlines'
+
+-- Adds `pid` to, or takes it from, the products `user` waits for (wl_entry's "@<user>"),
+-- so that myWaitlist reads one field instead of searching the whole hash.
+local function list_entry(user, pid, waiting)
+  local field = '@' .. user
+  local kept = {}
+  for other in string.gmatch(redis.call('HGET', store.wl_entry, field) or '', '%d+') do
+    if other ~= pid then
+      kept[#kept + 1] = other
+    end
+  end
+  if waiting then
+    kept[#kept + 1] = pid
+  end
+  if #kept == 0 then
+    redis.call('HDEL', store.wl_entry, field)
+  else
+    redis.call('HSET', store.wl_entry, field, table.concat(kept, ','))
+  end
+end
+
 local function drop_entry(member, field)
   redis.call('ZREM', store.wl_queue, member)
+  redis.call('ZREM', wl_deadlines, member)
   redis.call('HDEL', store.wl_entry, field, field .. ':skip')
+  local pid, user = string.match(field, '^(%d+):(%d+)$')
+  list_entry(user, pid, false)
+end
+
+-- Drops every entry of the store whose deadline has passed.
+local function drop_expired_entries(now)
+  while true do
+    local due = redis.call('ZRANGEBYSCORE', wl_deadlines, '-inf', now, 'LIMIT', 0, 100)
+    if #due == 0 then
+      return
+    end
+    for _, member in ipairs(due) do
+      local pid, seq, user = string.match(member, '^(%d+):(%d+):(%d+)$')
+      local field = pid .. ':' .. user
+      local entry = redis.call('HGET', store.wl_entry, field)
+      if entry and tonumber(string.match(entry, '^(%d+):')) == tonumber(seq) then
+        drop_entry(member, field)
+      else
+        -- Only the index still names an entry that is gone: never touch a newer one.
+        redis.call('ZREM', wl_deadlines, member)
+        redis.call('ZREM', store.wl_queue, member)
+      end
+    end
+  end
 end
 
 -- A HELD order of `qty` units of `pid` for `user`, made from a waitlist entry.

@@ -647,3 +647,84 @@ async fn a_restock_hands_a_unit_to_every_entry_of_a_long_line_in_one_step() {
     .unwrap();
     assert_eq!((orders, customers), (60, 60));
 }
+
+#[tokio::test]
+async fn an_expired_entry_ahead_is_not_counted_even_when_entries_behind_it_live_longer() {
+    // Two instances with different WAITLIST_TTL (a change being rolled out): an entry made
+    // by the first expires while the one behind it, made by the second, still waits.
+    let first = spawn_app_with(TestOptions::default().arg("waitlist-ttl", "1s")).await;
+    let second = spawn_app_with(
+        TestOptions::default()
+            .arg("database-url", &first.database_url)
+            .arg("redis-key-prefix", first.keys.prefix())
+            .arg("waitlist-ttl", "1h"),
+    )
+    .await;
+    let store = first.create_store().await;
+    let product = first.create_product(store, 100, 0, None).await;
+    let (_, short) = first.create_customer().await;
+    let (_, long) = first.create_customer().await;
+    assert_eq!(
+        join(&first, &short, product, 1).await["entry"]["position"],
+        1
+    );
+    assert_eq!(
+        join(&second, &long, product, 1).await["entry"]["position"],
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let entries = mine(&second, &long).await;
+    assert_eq!(entries[0]["position"], 1, "{entries:?}");
+    assert!(mine(&first, &short).await.is_empty());
+    let (_, late) = first.create_customer().await;
+    assert_eq!(
+        join(&second, &late, product, 1).await["entry"]["position"],
+        2
+    );
+    assert_units_once(&first, store, product, 0).await;
+}
+
+#[tokio::test]
+async fn units_too_few_for_the_head_go_to_the_first_entry_they_fill_and_the_head_keeps_its_place() {
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let (_, admin) = app.create_admin().await;
+    let (_, holder) = app.create_customer().await;
+    let (_, wants_two) = app.create_customer().await;
+    let (_, wants_one) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(
+        join(&app, &wants_two, product, 2).await["entry"]["position"],
+        1
+    );
+    assert_eq!(
+        join(&app, &wants_one, product, 1).await["entry"]["position"],
+        2
+    );
+
+    // One unit comes back: it cannot fill the head, so the next entry gets it.
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    waitlist_order(&app, &wants_one).await;
+    let head = mine(&app, &wants_two).await;
+    assert_eq!(head[0]["position"], 1, "{head:?}");
+    assert_eq!(head[0]["status"], "WAITING");
+    assert_eq!(app.available(store, product).await, 0);
+
+    // Two more: the head gets both, whole.
+    let restock = "mutation($id: ID!) {
+        restockProduct(productId: $id, quantity: 2) { product { available } errors { code } } }";
+    let after = data(
+        app.graphql(restock, json!({ "id": product.to_string() }), Some(&admin))
+            .await,
+        "restockProduct",
+    );
+    assert_eq!(after["product"]["available"], 0, "{after}");
+    waitlist_order(&app, &wants_two).await;
+    assert!(mine(&app, &wants_two).await.is_empty());
+    assert_eq!(app.held(store, product).await, 3);
+    assert_units_once(&app, store, product, 3).await;
+    assert_flushed_and_audited(&app).await;
+}
