@@ -271,7 +271,7 @@ end
 -- Drops every entry of the store whose deadline has passed.
 local function drop_expired_entries(now)
   while true do
-    local due = redis.call('ZRANGEBYSCORE', wl_deadlines, '-inf', now, 'LIMIT', 0, 100)
+    local due = redis.call('ZRANGEBYSCORE', wl_deadlines, '-inf', int(now), 'LIMIT', 0, 100)
     if #due == 0 then
       return
     end

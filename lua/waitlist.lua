@@ -70,7 +70,7 @@ if op == 'JOIN' then
   local member = pid .. ':' .. string.format('%012d', seq) .. ':' .. user
   local deadline = now + ttl_ms
   redis.call('ZADD', store.wl_queue, 0, member)
-  redis.call('ZADD', wl_deadlines, deadline, member)
+  redis.call('ZADD', wl_deadlines, int(deadline), member)
   redis.call('HSET', store.wl_entry, pid .. ':' .. user,
     seq .. ':' .. qty .. ':' .. int(deadline) .. ':' .. price)
   list_entry(user, pid, true)
