@@ -728,3 +728,38 @@ async fn units_too_few_for_the_head_go_to_the_first_entry_they_fill_and_the_head
     assert_units_once(&app, store, product, 3).await;
     assert_flushed_and_audited(&app).await;
 }
+
+#[tokio::test]
+async fn a_hand_over_reaches_the_waiting_customer_over_order_changed() {
+    use crate::subscriber::{LEGACY_WS, Subscriber};
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let (_, holder) = app.create_customer().await;
+    let (_, waiting) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(
+        join(&app, &waiting, product, 1).await["entry"]["position"],
+        1
+    );
+    let mut watcher = Subscriber::connect_with(&app.address, LEGACY_WS, Some(&waiting)).await;
+    watcher
+        .subscribe(
+            "mine",
+            "subscription { orderChanged { id status fromWaitlist } }",
+            json!({}),
+        )
+        .await;
+    // Give the subscription a moment to start before the change it must see.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    let payload = watcher.next_payload("mine", Duration::from_secs(2)).await;
+    let changed = &payload["data"]["orderChanged"];
+    assert_eq!(changed["status"], "HELD", "{payload}");
+    assert_eq!(changed["fromWaitlist"], true, "{payload}");
+    assert_eq!(changed["id"], waitlist_order(&app, &waiting).await.as_str());
+    assert_units_once(&app, store, product, 1).await;
+}
