@@ -18,16 +18,20 @@
 // waitlist, then RELEASES (20) of the holds are cancelled one by one while POLLERS (50)
 // bots hammer lockOrder for the same product. Every released unit should reach a
 // waitlisted customer (as a HELD order made inside the cancel), none a poller:
-// flash_released_units, flash_poller_units (threshold: 0) and flash_waitlisted say how
-// many went where.
-//   k6 run -e WAITLIST=1 -e BUYERS=500 -e UNITS=50 k6/flash_sale.js
+// flash_released_units (units given back), flash_waiter_units (units in HELD orders the
+// waitlist made, counted from the buyers' myOrders at the end), flash_poller_units
+// (threshold: 0, out of flash_poll_attempts lockOrder calls; a bot keeps what it gets)
+// and flash_waitlisted (buyers who joined) say how many went where. The teardown fails the
+// run unless the released units are exactly those the waitlist handed over, the bots hold
+// and those still on sale.
+//   k6 run -e WAITLIST=1 -e BUYERS=500 -e UNITS=70 -e RELEASES=20 k6/flash_sale.js
 
 import exec from 'k6/execution';
-import { check, fail } from 'k6';
+import { check, fail, sleep } from 'k6';
 import { Counter } from 'k6/metrics';
 import {
   adminToken, available, cancelOrder, createProduct, customers, errorCode, joinWaitlist,
-  lockOrder, runTag,
+  lockOrder, runTag, unitsHeldBy,
 } from './lib.js';
 
 const BUYERS = parseInt(__ENV.BUYERS || '2000', 10);
@@ -41,6 +45,8 @@ const unexpected = new Counter('flash_unexpected');
 const waitlisted = new Counter('flash_waitlisted');
 const releasedUnits = new Counter('flash_released_units');
 const pollerUnits = new Counter('flash_poller_units');
+const waiterUnits = new Counter('flash_waiter_units');
+const pollAttempts = new Counter('flash_poll_attempts');
 
 const WAITLIST = __ENV.WAITLIST === '1';
 // How many holds are given back, and how many bots poll for them meanwhile.
@@ -84,6 +90,10 @@ if (WAITLIST) {
   };
   // The goal: every released unit went to a waitlisted customer.
   thresholds.flash_poller_units = ['count==0'];
+  // When enough buyers were turned away to wait for all of them.
+  if (BUYERS * QUANTITY - EXPECTED_HELD >= RELEASES * QUANTITY) {
+    thresholds.flash_waiter_units = [`count==${RELEASES * QUANTITY}`];
+  }
 }
 
 export const options = {
@@ -132,13 +142,14 @@ export function release(data) {
 }
 
 // WAITLIST: a bot polling lockOrder for the sold-out product; every unit it gets is one
-// the waitlist did not.
+// the waitlist did not. It keeps what it gets (given back, a unit would be counted again
+// by the next poller), so one bot takes at most the per-customer limit, QUANTITY.
 export function poll(data) {
   const token = data.pollers[exec.vu.idInTest % data.pollers.length];
   const result = lockOrder(token, data.productId, QUANTITY);
+  pollAttempts.add(1);
   if (result.payload && result.payload.order) {
     pollerUnits.add(QUANTITY);
-    cancelOrder(token, result.payload.order.id);
   }
 }
 
@@ -173,14 +184,41 @@ export default function (data) {
 
 export function teardown(data) {
   const left = available(data.productId);
-  // In WAITLIST mode the releasing holds were taken before the sale.
-  // With WAITLIST, released units go to waitlisted customers as holds: still taken.
-  const taken = UNITS - left - (WAITLIST ? data.releases.length * QUANTITY : 0);
-  console.log(`flash sale: ${UNITS} units, ${left} available, ${taken} held; expected ${EXPECTED_HELD}`);
+  const taken = UNITS - left;
   if (left < 0 || taken > UNITS) {
     fail(`OVERSOLD: ${taken} units held of ${UNITS}`);
   }
-  if (taken !== EXPECTED_HELD) {
-    fail(`the service holds ${taken} units but ${EXPECTED_HELD} were expected`);
+  if (!WAITLIST) {
+    console.log(`flash sale: ${UNITS} units, ${left} available, ${taken} held; expected ${EXPECTED_HELD}`);
+    if (taken !== EXPECTED_HELD) {
+      fail(`the service holds ${taken} units but ${EXPECTED_HELD} were expected`);
+    }
+    return;
+  }
+  // Every unit once: held by a buyer of the sale, handed to a waitlisted customer, held by
+  // a poller, or still on sale. myOrders reads MySQL: give the flusher a moment.
+  const released = data.releases.length * QUANTITY;
+  const parallel = parseInt(__ENV.REGISTER_PARALLEL || '16', 10);
+  let buyers;
+  let pollers;
+  for (let tries = 0; tries < 20; tries++) {
+    buyers = unitsHeldBy(data.tokens, data.productId, parallel);
+    pollers = unitsHeldBy(data.pollers, data.productId, parallel);
+    if (buyers.other + buyers.fromWaitlist + pollers.other === taken) {
+      break;
+    }
+    sleep(0.5);
+  }
+  waiterUnits.add(buyers.fromWaitlist);
+  console.log(
+    `flash sale: ${UNITS} units, ${buyers.other} held in the sale (expected ${EXPECTED_HELD}); ` +
+      `waitlist: ${released} units released, ${buyers.fromWaitlist} to waitlisted customers, ` +
+      `${pollers.other} to pollers, ${left} left on sale`,
+  );
+  if (buyers.other !== EXPECTED_HELD) {
+    fail(`the sale's buyers hold ${buyers.other} units but ${EXPECTED_HELD} were expected`);
+  }
+  if (buyers.fromWaitlist + pollers.other + left !== released) {
+    fail(`${released} units were released but ${buyers.fromWaitlist + pollers.other + left} are accounted for`);
   }
 }

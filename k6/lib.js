@@ -205,3 +205,32 @@ export function payOrder(orderId, amountCents, eventId) {
   });
   return { response, body: body(response) };
 }
+
+export const MY_ORDERS = `query myOrders {
+  myOrders(first: 50) { edges { node { status fromWaitlist lines { quantity product { id } } } } } }`;
+
+// Units of `productId` in the HELD orders of `tokens`' customers, summed apart for
+// orders the waitlist made and for the rest: { fromWaitlist, other }. Asks `parallel`
+// customers at a time; myOrders reads MySQL, so it trails the service by the flush.
+export function unitsHeldBy(tokens, productId, parallel) {
+  const units = { fromWaitlist: 0, other: 0 };
+  const step = Math.max(1, parallel || 16);
+  for (let start = 0; start < tokens.length; start += step) {
+    const results = gqlBatch(
+      tokens.slice(start, start + step).map((token) => ({ query: MY_ORDERS, token })),
+    );
+    results.forEach((result) => {
+      for (const { node } of payloadOrFail(result, 'myOrders').edges) {
+        if (node.status !== 'HELD') {
+          continue;
+        }
+        for (const line of node.lines) {
+          if (line.product.id === productId) {
+            units[node.fromWaitlist ? 'fromWaitlist' : 'other'] += line.quantity;
+          }
+        }
+      }
+    });
+  }
+  return units;
+}

@@ -13,6 +13,9 @@
 -- ARGV[5]  who confirms, kept as the hold's confirmed_by ('payment:<event>', 'ADMIN:<id>')
 -- ARGV[6]  the amount paid in cents, which must equal the hold's total; '' for no check
 -- ARGV[7]  how long KEYS[S+3] keeps its answer (ms); unused without KEYS[S+3]
+-- ARGV[8..12] the waitlist hand-over's settings and a fresh order id (see read_waitlist):
+--          a hold released here because it is past its deadline hands its units to the
+--          product's waitlist exactly as the sweeper would have
 --
 -- Replies:
 --   {'CONFIRMED'}                held units are now sold
@@ -31,6 +34,7 @@ local hold_key, marker_key = KEYS[STORE_KEYS + 1], KEYS[STORE_KEYS + 2]
 local event_key = KEYS[STORE_KEYS + 3]
 local order_id, user, payment_ref = ARGV[1], ARGV[2], ARGV[3]
 local retention_ms, confirmed_by, amount = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+read_waitlist(8)
 
 if event_key then
   local answered = redis.call('GET', event_key)

@@ -4,7 +4,7 @@
 --
 -- KEYS[S+1..]  hold:<order> for each candidate order      (S = STORE_KEYS)
 -- ARGV[1]      retention of a finished hold (ms)
--- ARGV[2..6]   the waitlist hand-over's settings and spare order ids (see read_waitlist)
+-- ARGV[2..6]   the waitlist hand-over's settings and a fresh order id (see read_waitlist)
 -- ARGV[7..]    the candidates' order ids, in the same order as their KEYS
 --
 -- A candidate that is HELD and due (Redis TIME >= held_until) becomes EXPIRED with its

@@ -25,7 +25,9 @@
 --                              first served per product by ZRANGEBYLEX
 --   KEYS[14] wl_entry     HASH "<pid>:<user>" -> "<seq>:<quantity>:<deadline ms>:<unit price>",
 --                              "<pid>:<user>:skip" -> why the entry was last passed over
---                              (LIMIT or HOLD_CAP), "#seq" -> the join counter
+--                              (LIMIT or HOLD_CAP), "@<user>" -> "<pid>,..." the products
+--                              the user waits for, in join order, "#seq" -> the join counter
+--   and KEYS[13] .. ':deadlines', ZSET wl_queue member -> deadline ms (see wl_deadlines)
 -- A script's own keys follow from KEYS[STORE_KEYS + 1].
 -- All of them carry the store's hash tag, so a script touches one cluster slot.
 -- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
@@ -195,34 +197,103 @@ local function publish_change(order_id, user, status, pids)
 end
 
 -- ---------------------------------------------------------------------------------
--- Waitlist hand-over. A script that releases units sets `waitlist` from its ARGV with
--- `read_waitlist(i)`; `release` and restock.lua then hand what came back to the head
--- of the product's waitlist before the script ends, so no other buyer ever sees it.
+-- Waitlist hand-over. Every script that may release units (cancel, confirm, expire,
+-- restock) calls `read_waitlist(i)` before writing anything; `release` refuses to run
+-- without it, so no path can give units back without handing them to the line first.
+-- `release` and restock.lua then hand what came back to the head of the product's
+-- waitlist before the script ends, so no other buyer ever sees it.
 -- ARGV[i] hold TTL (ms)  ARGV[i+1] hold cap (0 = none)  ARGV[i+2] store id
--- ARGV[i+3] prefix of the store's hold keys  ARGV[i+4] spare order ids, comma-separated
+-- ARGV[i+3] prefix of the store's hold keys
+-- ARGV[i+4] a fresh order id (a UUIDv7) for the first hand-over. Lua cannot make UUIDs:
+--           the n-th hand-over's id is this one with n - 1 added to its last 8 hex digits
+--           (modulo 2^32). Those digits are random in a UUIDv7, and the 42-bit counter
+--           before them differs between ids made in the same millisecond, so the ids of
+--           two calls never meet.
 local waitlist = nil
 
+-- Most hand-overs one script makes: each is a new hold (about 15 commands), and a script
+-- blocks Redis while it runs. Units beyond them go on sale.
+local MAX_HANDOVERS = 1000
+
 local function read_waitlist(i)
-  local ids = {}
-  for id in string.gmatch(ARGV[i + 4] or '', '[^,]+') do
-    ids[#ids + 1] = id
+  local head, tail = string.match(ARGV[i + 4] or '',
+    '^(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x)(%x%x%x%x%x%x%x%x)$')
+  if not head then
+    error('the waitlist hand-over needs a fresh order id, got ' .. tostring(ARGV[i + 4]))
   end
   waitlist = {
     hold_ttl = tonumber(ARGV[i]), cap = tonumber(ARGV[i + 1]), store_id = ARGV[i + 2],
-    prefix = ARGV[i + 3], ids = ids, next = 1,
+    prefix = ARGV[i + 3], id_head = head, id_tail = tonumber(tail, 16), made = 0,
   }
+end
+
+-- The order id of the next hand-over (see ARGV[i+4] above).
+local function next_handover_id()
+  local n = waitlist.made
+  waitlist.made = n + 1
+  return waitlist.id_head .. string.format('%08x', (waitlist.id_tail + n) % 4294967296)
+end
+
+-- The line's deadline index: ZSET wl_queue member -> the entry's deadline (ms). Its name
+-- is derived from KEYS[13] like the sequence key's from the outbox (same hash tag, so the
+-- same slot, and no script's KEYS change). Expired entries are found by score, so the
+-- line never has to be walked to count who is ahead (waitlist.lua).
+local wl_deadlines = store.wl_queue .. ':deadlines'
+
+-- Adds `pid` to, or takes it from, the products `user` waits for (wl_entry's "@<user>"),
+-- so that myWaitlist reads one field instead of searching the whole hash.
+local function list_entry(user, pid, waiting)
+  local field = '@' .. user
+  local kept = {}
+  for other in string.gmatch(redis.call('HGET', store.wl_entry, field) or '', '%d+') do
+    if other ~= pid then
+      kept[#kept + 1] = other
+    end
+  end
+  if waiting then
+    kept[#kept + 1] = pid
+  end
+  if #kept == 0 then
+    redis.call('HDEL', store.wl_entry, field)
+  else
+    redis.call('HSET', store.wl_entry, field, table.concat(kept, ','))
+  end
 end
 
 local function drop_entry(member, field)
   redis.call('ZREM', store.wl_queue, member)
+  redis.call('ZREM', wl_deadlines, member)
   redis.call('HDEL', store.wl_entry, field, field .. ':skip')
+  local pid, user = string.match(field, '^(%d+):(%d+)$')
+  list_entry(user, pid, false)
+end
+
+-- Drops every entry of the store whose deadline has passed.
+local function drop_expired_entries(now)
+  while true do
+    local due = redis.call('ZRANGEBYSCORE', wl_deadlines, '-inf', int(now), 'LIMIT', 0, 100)
+    if #due == 0 then
+      return
+    end
+    for _, member in ipairs(due) do
+      local pid, seq, user = string.match(member, '^(%d+):(%d+):(%d+)$')
+      local field = pid .. ':' .. user
+      local entry = redis.call('HGET', store.wl_entry, field)
+      if entry and tonumber(string.match(entry, '^(%d+):')) == tonumber(seq) then
+        drop_entry(member, field)
+      else
+        -- Only the index still names an entry that is gone: never touch a newer one.
+        redis.call('ZREM', wl_deadlines, member)
+        redis.call('ZREM', store.wl_queue, member)
+      end
+    end
+  end
 end
 
 -- A HELD order of `qty` units of `pid` for `user`, made from a waitlist entry.
 -- The price is the one the customer joined at.
 local function hold_for_waiter(user, pid, qty, price, now)
-  local order_id = waitlist.ids[waitlist.next]
-  waitlist.next = waitlist.next + 1
+  local order_id = next_handover_id()
   local held_until = now + waitlist.hold_ttl
   local hold_key = waitlist.prefix .. order_id
   local fields = {
@@ -247,42 +318,48 @@ end
 -- Expired entries leave as they are met; an entry whose customer is at a limit is
 -- passed over and told why.
 local function feed_waitlist(pid, now)
-  if not waitlist then
-    return
-  end
   local available = tonumber(redis.call('HGET', store.stock, pid) or '0')
   if available <= 0 then
     return
   end
   local limit = tonumber(redis.call('HGET', store.terms, pid .. ':max') or '0')
-  local members = redis.call('ZRANGEBYLEX', store.wl_queue, '[' .. pid .. ':', '[' .. pid .. ':~')
-  for _, member in ipairs(members) do
-    if available <= 0 or waitlist.next > #waitlist.ids then
+  -- Read in pages, from just after the last member seen: a long line costs only what
+  -- the hand-over needs, and the entries dropped on the way do not shift the next page.
+  local from, to = '[' .. pid .. ':', '[' .. pid .. ':~'
+  while true do
+    local members = redis.call('ZRANGEBYLEX', store.wl_queue, from, to, 'LIMIT', 0, 100)
+    if #members == 0 then
       return
     end
-    local user = string.match(member, '^%d+:%d+:(%d+)$')
-    local field = pid .. ':' .. user
-    local entry = redis.call('HGET', store.wl_entry, field)
-    local qty, deadline, price
-    if entry then
-      qty, deadline, price = string.match(entry, '^%d+:(%d+):(%d+):(%d+)$')
-      qty, deadline, price = tonumber(qty), tonumber(deadline), tonumber(price)
-    end
-    if not entry or now >= deadline then
-      drop_entry(member, field)
-    elseif qty <= available then
-      local bought = tonumber(redis.call('HGET', store.bought, field) or '0')
-      local holds = tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0')
-      if limit > 0 and bought + qty > limit then
-        redis.call('HSET', store.wl_entry, field .. ':skip', 'LIMIT')
-      elseif waitlist.cap > 0 and holds >= waitlist.cap then
-        redis.call('HSET', store.wl_entry, field .. ':skip', 'HOLD_CAP')
-      else
-        hold_for_waiter(user, pid, qty, price, now)
+    for _, member in ipairs(members) do
+      if available <= 0 or waitlist.made >= MAX_HANDOVERS then
+        return
+      end
+      local user = string.match(member, '^%d+:%d+:(%d+)$')
+      local field = pid .. ':' .. user
+      local entry = redis.call('HGET', store.wl_entry, field)
+      local qty, deadline, price
+      if entry then
+        qty, deadline, price = string.match(entry, '^%d+:(%d+):(%d+):(%d+)$')
+        qty, deadline, price = tonumber(qty), tonumber(deadline), tonumber(price)
+      end
+      if not entry or now >= deadline then
         drop_entry(member, field)
-        available = available - qty
+      elseif qty <= available then
+        local bought = tonumber(redis.call('HGET', store.bought, field) or '0')
+        local holds = tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0')
+        if limit > 0 and bought + qty > limit then
+          redis.call('HSET', store.wl_entry, field .. ':skip', 'LIMIT')
+        elseif waitlist.cap > 0 and holds >= waitlist.cap then
+          redis.call('HSET', store.wl_entry, field .. ':skip', 'HOLD_CAP')
+        else
+          hold_for_waiter(user, pid, qty, price, now)
+          drop_entry(member, field)
+          available = available - qty
+        end
       end
     end
+    from = '(' .. members[#members]
   end
 end
 -- ---------------------------------------------------------------------------------
@@ -291,6 +368,9 @@ end
 -- pre-order capacity).
 -- Callers check that the hold is HELD; this is the only place stock returns from a hold.
 local function release(order_id, hold_key, status, now, retention_ms)
+  if not waitlist then
+    error('release without the waitlist hand-over settings: call read_waitlist first')
+  end
   local user = redis.call('HGET', hold_key, 'user')
   local pids = {}
   each_line(redis.call('HGET', hold_key, 'lines'), function(pid, qty, _, bo)

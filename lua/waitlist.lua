@@ -11,31 +11,36 @@
 --   JOIN  {'JOINED', position} | {'ALREADY', position} | {'NOT_SOLD_OUT', available}
 --         | {'LIMIT', allowed} | {'TOO_MANY_HOLDS', cap} | {'UNKNOWN'}
 --   LEAVE {'LEFT'} | {'NOT_FOUND'}
---   MINE  {pid, quantity, position, skip reason or '', ...}, one group per entry
--- Positions count only live entries: expired ones ahead are dropped first.
+--   MINE  {pid, quantity, position, skip reason or '', ...}, one group per entry, in the
+--         order the caller joined
+-- Positions count only live entries: every expired entry of the store is dropped first
+-- (found by deadline, wl_deadlines in hold_lib.lua), so a position is one ZLEXCOUNT over
+-- the product's line, however long the line is.
 
 local op, user = ARGV[1], ARGV[2]
 local now = now_ms()
+drop_expired_entries(now)
 
--- Drops the product's expired entries; returns the position of `user`'s (or nil).
-local function position(pid)
-  local members = redis.call('ZRANGEBYLEX', store.wl_queue, '[' .. pid .. ':', '[' .. pid .. ':~')
-  local place, found = 0, nil
-  for _, member in ipairs(members) do
-    local who = string.match(member, '^%d+:%d+:(%d+)$')
-    local field = pid .. ':' .. who
-    local entry = redis.call('HGET', store.wl_entry, field)
-    local deadline = entry and tonumber(string.match(entry, '^%d+:%d+:(%d+):'))
-    if not entry or now >= deadline then
-      drop_entry(member, field)
-    else
-      place = place + 1
-      if who == user then
-        found = place
-      end
-    end
+-- The line member of the caller's entry for `pid`, or nil when there is none. An expired
+-- entry missing from the deadline index is dropped here.
+local function member_of(pid)
+  local field = pid .. ':' .. user
+  local entry = redis.call('HGET', store.wl_entry, field)
+  if not entry then
+    return nil
   end
-  return found
+  local seq, deadline = string.match(entry, '^(%d+):%d+:(%d+):')
+  local member = pid .. ':' .. string.format('%012d', tonumber(seq)) .. ':' .. user
+  if now >= tonumber(deadline) then
+    drop_entry(member, field)
+    return nil
+  end
+  return member
+end
+
+-- 1 for the head of the product's line: the live entries up to and including `member`.
+local function position(pid, member)
+  return redis.call('ZLEXCOUNT', store.wl_queue, '[' .. pid .. ':', '[' .. member)
 end
 
 if op == 'JOIN' then
@@ -46,9 +51,9 @@ if op == 'JOIN' then
   if not available or not limit then
     return { 'UNKNOWN' }
   end
-  local mine = position(pid)
+  local mine = member_of(pid)
   if mine then
-    return { 'ALREADY', mine }
+    return { 'ALREADY', position(pid, mine) }
   end
   if tonumber(available) >= qty then
     return { 'NOT_SOLD_OUT', tonumber(available) }
@@ -63,38 +68,37 @@ if op == 'JOIN' then
   end
   local seq = redis.call('HINCRBY', store.wl_entry, '#seq', 1)
   local member = pid .. ':' .. string.format('%012d', seq) .. ':' .. user
+  local deadline = now + ttl_ms
   redis.call('ZADD', store.wl_queue, 0, member)
+  redis.call('ZADD', wl_deadlines, int(deadline), member)
   redis.call('HSET', store.wl_entry, pid .. ':' .. user,
-    seq .. ':' .. qty .. ':' .. int(now + ttl_ms) .. ':' .. price)
-  return { 'JOINED', position(pid) }
+    seq .. ':' .. qty .. ':' .. int(deadline) .. ':' .. price)
+  list_entry(user, pid, true)
+  return { 'JOINED', position(pid, member) }
 end
 
 if op == 'LEAVE' then
   local pid = ARGV[3]
-  local field = pid .. ':' .. user
-  local entry = redis.call('HGET', store.wl_entry, field)
-  if not entry then
+  local mine = member_of(pid)
+  if not mine then
     return { 'NOT_FOUND' }
   end
-  local seq = string.match(entry, '^(%d+):')
-  drop_entry(pid .. ':' .. string.format('%012d', tonumber(seq)) .. ':' .. user, field)
+  drop_entry(mine, pid .. ':' .. user)
   return { 'LEFT' }
 end
 
 if op == 'MINE' then
   local reply = {}
-  local fields = redis.call('HKEYS', store.wl_entry)
-  for _, field in ipairs(fields) do
-    local pid, who = string.match(field, '^(%d+):(%d+)$')
-    if who == user then
-      local place = position(pid)
-      if place then
-        local entry = redis.call('HGET', store.wl_entry, field)
-        reply[#reply + 1] = pid
-        reply[#reply + 1] = string.match(entry, '^%d+:(%d+):')
-        reply[#reply + 1] = place
-        reply[#reply + 1] = redis.call('HGET', store.wl_entry, field .. ':skip') or ''
-      end
+  local pids = redis.call('HGET', store.wl_entry, '@' .. user) or ''
+  for pid in string.gmatch(pids, '%d+') do
+    local member = member_of(pid)
+    if member then
+      local field = pid .. ':' .. user
+      local entry = redis.call('HGET', store.wl_entry, field)
+      reply[#reply + 1] = pid
+      reply[#reply + 1] = string.match(entry, '^%d+:(%d+):')
+      reply[#reply + 1] = position(pid, member)
+      reply[#reply + 1] = redis.call('HGET', store.wl_entry, field .. ':skip') or ''
     end
   end
   return reply

@@ -1,8 +1,11 @@
 //! `flashstock audit`: once the outbox is drained, MySQL must say what Redis says. Per
-//! product, MySQL's stock (units on hand) equals Redis available plus held units; Redis's
+//! product, MySQL's stock (units on hand) equals Redis available plus held units, and
+//! Redis's sold units equal the in-stock units of MySQL's CONFIRMED lines, so every unit
+//! received is available, held or sold exactly once; Redis's
 //! open pre-order units plus held and confirmed pre-ordered units equal the backorder
 //! limit, which equals MySQL's; MySQL's `backordered` equals Redis's confirmed pre-ordered
-//! units and the sum of its CONFIRMED lines' `backordered_quantity`; every
+//! units and the sum of its CONFIRMED lines' `backordered_quantity`; MySQL's `stock` and
+//! `backordered` each equal the sum of their ledger; every
 //! hold Redis still has is an order in MySQL with the same status. Every difference is
 //! returned, none is repaired.
 
@@ -46,6 +49,21 @@ pub enum Mismatch {
         mysql: i64,
         available: i64,
         held: i64,
+    },
+    /// Redis's sold units != the in-stock units of MySQL's CONFIRMED lines.
+    Sold {
+        store: StoreId,
+        product: ProductId,
+        redis: i64,
+        mysql: i64,
+    },
+    /// MySQL: a product's `stock` or `backordered` != the sum of its ledger's deltas.
+    Ledger {
+        product: ProductId,
+        column: &'static str,
+        value: i64,
+        ledger: &'static str,
+        sum: i64,
     },
     /// Redis: open + held + confirmed pre-order units != the backorder limit, or MySQL
     /// disagrees with Redis about the limit or the confirmed pre-ordered units.
@@ -97,6 +115,25 @@ impl fmt::Display for Mismatch {
             } => write!(
                 f,
                 "store {store} product {product}: MySQL stock {mysql} != Redis available {available} + held {held}"
+            ),
+            Self::Sold {
+                store,
+                product,
+                redis,
+                mysql,
+            } => write!(
+                f,
+                "store {store} product {product}: Redis sold {redis} != {mysql} in stock on MySQL's confirmed lines"
+            ),
+            Self::Ledger {
+                product,
+                column,
+                value,
+                ledger,
+                sum,
+            } => write!(
+                f,
+                "product {product}: MySQL {column} {value} != {sum}, the sum of {ledger}"
             ),
             Self::Backorder {
                 store,
@@ -199,6 +236,7 @@ async fn compare_stock(
     found: &mut Vec<Mismatch>,
 ) -> anyhow::Result<usize> {
     let products = db::catalog::all_products(db).await?;
+    let sold_in_mysql = sold_in_stock(db).await?;
     let mut by_store: HashMap<StoreId, Vec<db::catalog::ProductRow>> = HashMap::new();
     for row in products {
         by_store.entry(row.store).or_default().push(row);
@@ -207,24 +245,46 @@ async fn compare_stock(
     for (store, rows) in by_store {
         let ids: Vec<u64> = rows.iter().map(|row| row.id.0).collect();
         let keys = engine.keys().store(store);
-        let (available, held): (Vec<Option<i64>>, Vec<Option<i64>>) = redis::pipe()
+        #[allow(clippy::type_complexity)]
+        let (available, held, sold): (
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+            Vec<Option<i64>>,
+        ) = redis::pipe()
             .cmd("HMGET")
             .arg(&keys.stock)
             .arg(&ids)
             .cmd("HMGET")
             .arg(&keys.held)
             .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys.sold)
+            .arg(&ids)
             .query_async(&mut engine.redis())
             .await?;
         let product_ids: Vec<ProductId> = rows.iter().map(|row| row.id).collect();
         let backorders = engine.backorders(store, &product_ids).await?;
-        for (((row, available), held), redis) in
-            rows.iter().zip(available).zip(held).zip(backorders)
+        for ((((row, available), held), sold), redis) in rows
+            .iter()
+            .zip(available)
+            .zip(held)
+            .zip(sold)
+            .zip(backorders)
         {
             // Not in Redis: not on sale yet, MySQL alone knows its stock.
             let Some(available) = available else { continue };
             let held = held.unwrap_or(0);
             compared += 1;
+            let sold = sold.unwrap_or(0);
+            let mysql_sold = sold_in_mysql.get(&row.id.0).copied().unwrap_or(0);
+            if sold != mysql_sold {
+                found.push(Mismatch::Sold {
+                    store,
+                    product: row.id,
+                    redis: sold,
+                    mysql: mysql_sold,
+                });
+            }
             if redis.open + redis.held + redis.confirmed != redis.limit
                 || redis.limit != row.backorder_limit
                 || redis.confirmed != row.backordered
@@ -249,6 +309,47 @@ async fn compare_stock(
         }
     }
     Ok(compared)
+}
+
+/// Per product, the in-stock units of its CONFIRMED lines in MySQL: a line's pre-ordered
+/// part not yet filled is no sale of stock (a fill lowers `backordered_quantity`).
+async fn sold_in_stock(db: &Db) -> anyhow::Result<HashMap<u64, i64>> {
+    let rows: Vec<(u64, i64)> = sqlx::query_as(
+        "SELECT i.product_id, CAST(SUM(i.quantity - i.backordered_quantity) AS SIGNED) \
+         FROM orders o JOIN order_items i ON i.order_id = o.id \
+         WHERE o.status = 'CONFIRMED' GROUP BY i.product_id",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// MySQL alone: each product's `stock` and `backordered` are the sums of their ledgers,
+/// so no unit moved without its row.
+async fn compare_ledgers(db: &Db, found: &mut Vec<Mismatch>) -> anyhow::Result<()> {
+    for (ledger, column) in [
+        ("stock_movements", "stock"),
+        ("backorder_movements", "backordered"),
+    ] {
+        let sql = format!(
+            "SELECT p.id, CAST(p.{column} AS SIGNED), \
+                 CAST(COALESCE((SELECT SUM(m.delta) FROM {ledger} m WHERE m.product_id = p.id), 0) AS SIGNED) \
+             FROM products p"
+        );
+        let rows: Vec<(u64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(db)
+            .await?;
+        found.extend(rows.into_iter().filter(|(_, value, sum)| value != sum).map(
+            |(id, value, sum)| Mismatch::Ledger {
+                product: ProductId(id),
+                column,
+                value,
+                ledger,
+                sum,
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// MySQL alone: each product's `backordered` is what its CONFIRMED lines still wait for.
@@ -370,6 +471,7 @@ pub async fn audit(db: &Db, engine: &HoldEngine) -> anyhow::Result<AuditReport> 
     let mut mismatches = backlog(engine).await?;
     let products = compare_stock(db, engine, &mut mismatches).await?;
     compare_backorder_lines(db, &mut mismatches).await?;
+    compare_ledgers(db, &mut mismatches).await?;
     let holds = compare_orders(db, engine, &mut mismatches).await?;
     Ok(AuditReport {
         products,

@@ -188,10 +188,6 @@ pub struct HoldEngine {
     waitlist_ttl_ms: u64,
 }
 
-/// Order ids a release script may give to waitlisted customers: at most this many
-/// hand-overs per release (each is a whole entry, so usually one per unit or more).
-const SPARE_ORDER_IDS: usize = 32;
-
 /// The result of joining a waitlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
@@ -403,20 +399,16 @@ impl HoldEngine {
         Duration::from_millis(self.idempotency_ttl_ms)
     }
 
-    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`).
-    fn waitlist_args(
-        &self,
-        invocation: &mut redis::ScriptInvocation<'_>,
-        store: StoreId,
-        ids: usize,
-    ) {
-        let spare: Vec<String> = (0..ids).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`): every
+    /// script that may release units takes it. The one fresh order id is the first
+    /// hand-over's; the script derives the others from it.
+    fn waitlist_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
         invocation
             .arg(self.hold_ttl_ms)
             .arg(self.max_holds_per_customer)
             .arg(store.0)
             .arg(self.keys.hold_prefix(store))
-            .arg(spare.join(","));
+            .arg(uuid::Uuid::now_v7().to_string());
     }
 
     /// Puts the customer on the product's waitlist (at `unit_price_cents`).
@@ -606,6 +598,8 @@ impl HoldEngine {
                     .unwrap_or_default(),
             )
             .arg(self.payment_event_retention_ms);
+        // A hold found past its deadline is released here, and its units handed on.
+        self.waitlist_args(&mut invocation, order.store);
         let reply: Vec<String> = self.run_idempotent("confirm", &invocation).await?;
         Ok(match reply.as_slice() {
             [tag] if tag == "CONFIRMED" => {
@@ -643,7 +637,7 @@ impl HoldEngine {
             .arg(user.0)
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
-        self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
+        self.waitlist_args(&mut invocation, order.store);
         let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("CANCELLED") => {
@@ -693,7 +687,7 @@ impl HoldEngine {
         let mut invocation = SCRIPTS.expire.prepare_invoke();
         self.store_keys(&mut invocation, store);
         invocation.arg(self.retention_ms);
-        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS + orders.len());
+        self.waitlist_args(&mut invocation, store);
         for order in orders {
             debug_assert_eq!(order.store, store);
             invocation
@@ -727,7 +721,7 @@ impl HoldEngine {
             .arg(restock_id)
             .arg(reason)
             .arg(self.keys.hold_prefix(store));
-        self.waitlist_args(&mut invocation, store, SPARE_ORDER_IDS);
+        self.waitlist_args(&mut invocation, store);
         let reply: Vec<String> = self.run("restock", &invocation).await?;
         match reply.as_slice() {
             [tag, available, filled] if tag == "RESTOCKED" => Ok(Some(Restocked {

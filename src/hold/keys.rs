@@ -46,6 +46,11 @@ impl StoreKeys {
         format!("{}:rebuilding", self.outbox)
     }
 
+    /// The waitlist's deadline index (`lua/hold_lib.lua::wl_deadlines`; not a script key).
+    pub fn waitlist_deadlines(&self) -> String {
+        format!("{}:deadlines", self.waitlist_queue)
+    }
+
     /// Outbox entries MySQL cannot take, kept with the reason (not a script key).
     pub fn dead_letters(&self) -> String {
         format!("{}:dead", self.outbox)

@@ -288,6 +288,7 @@ pub async fn rebuild(
         keys.terms.clone(),
         keys.waitlist_queue.clone(),
         keys.waitlist_entries.clone(),
+        keys.waitlist_deadlines(),
     ]);
 
     let mut redis = engine.redis();

@@ -611,3 +611,62 @@ async fn a_rebuild_from_mysql_restores_terms_preorders_their_queue_and_held_part
     assert_redis_invariants(&app, store, product, 3).await;
     assert_flushed_and_audited(&app).await;
 }
+
+#[tokio::test]
+async fn an_admin_change_to_the_terms_reaches_every_instance_within_a_second() {
+    let first = spawn_app_with(flushing()).await;
+    // A second instance of the same service: same MySQL database, same Redis keys.
+    let second = spawn_app_with(
+        TestOptions::default()
+            .arg("database-url", &first.database_url)
+            .arg("redis-key-prefix", first.keys.prefix()),
+    )
+    .await;
+    let store = first.create_store().await;
+    let product = first
+        .create_product_with_backorders(store, 500, 4, Some(3), 2)
+        .await;
+    let (_, admin) = first.create_admin().await;
+    let (_, buyer) = first.create_customer().await;
+    let shown = async |app: &TestApp| {
+        let variables = json!({ "id": product.to_string() });
+        data(app.graphql(PRODUCT, variables, None).await, "product")
+    };
+    // The second instance has read the product and caches it.
+    let before = shown(&second).await;
+    assert_eq!(before["maxPerCustomer"], 3);
+    assert_eq!(before["backorderAvailable"], 2);
+
+    let input =
+        json!({ "productId": product.to_string(), "maxPerCustomer": 1, "backorderLimit": 0 });
+    let changed = data(
+        first
+            .graphql(UPDATE, json!({ "input": input }), Some(&admin))
+            .await,
+        "updateProduct",
+    );
+    assert_eq!(changed["errors"], json!([]), "{changed}");
+    let changed_at = Instant::now();
+
+    // The lock script reads the terms from Redis: the other instance enforces them at once.
+    let over = lock(&second, &buyer, product, 2, true).await;
+    assert_eq!(over["errors"][0]["code"], "LIMIT_EXCEEDED", "{over}");
+    // And shows them within a second.
+    loop {
+        let now = shown(&second).await;
+        if now["maxPerCustomer"] == 1 && now["backorderLimit"] == 0 {
+            assert_eq!(now["backorderAvailable"], 0);
+            break;
+        }
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(1),
+            "the second instance still shows {now} after {:?}",
+            changed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let one = lock(&second, &buyer, product, 1, true).await;
+    assert_eq!(one["order"]["lines"][0]["backorderedQuantity"], 0, "{one}");
+    assert_redis_invariants(&first, store, product, 4).await;
+    assert_flushed_and_audited(&first).await;
+}

@@ -377,12 +377,22 @@ async fn a_poison_event_is_dead_lettered_while_the_sale_flows_on_and_replays_onc
         "{output}"
     );
 
-    // The cause fixed (the product's row written), the replay puts it in, once.
+    // The cause fixed (the product's row written, with the opening-stock ledger row the
+    // catalog writes beside it), the replay puts it in, once.
     sqlx::query(
         "INSERT INTO products (id, store_id, name, price_cents, stock) VALUES (?, ?, 'late row', 700, 10)",
     )
     .bind(missing)
     .bind(sale.store.0)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO stock_movements (movement_key, product_id, delta, reason, note) \
+         VALUES (?, ?, 10, 'ADJUSTMENT', 'opening stock')",
+    )
+    .bind(format!("opening:{missing}"))
+    .bind(missing)
     .execute(&app.db)
     .await
     .unwrap();

@@ -87,6 +87,18 @@ async fn waitlist_order(app: &TestApp, token: &str) -> String {
     }
 }
 
+async fn redis_i64(app: &TestApp, key: String, field: String) -> i64 {
+    let value: Option<i64> = redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async(&mut app.redis.clone())
+        .await
+        .unwrap();
+    value.unwrap_or(0)
+}
+
+/// Both equations in Redis: every unit received is available, held or sold exactly once,
+/// and pre-order capacity plus pre-ordered units is the backorder limit.
 async fn assert_units_once(app: &TestApp, store: StoreId, product: ProductId, received: i64) {
     let (available, held, sold) = (
         app.available(store, product).await,
@@ -95,6 +107,14 @@ async fn assert_units_once(app: &TestApp, store: StoreId, product: ProductId, re
     );
     assert!(available >= 0 && held >= 0 && sold >= 0);
     assert_eq!(available + held + sold, received);
+    let keys = app.keys.store(store);
+    let id = product.0.to_string();
+    let open = redis_i64(app, keys.backorder, id.clone()).await;
+    let bo_held = redis_i64(app, keys.backorder_held, id.clone()).await;
+    let bo_sold = redis_i64(app, keys.backorder_sold, id.clone()).await;
+    let limit = redis_i64(app, keys.terms, format!("{id}:bo")).await;
+    assert!(open >= 0 && bo_held >= 0 && bo_sold >= 0);
+    assert_eq!(open + bo_held + bo_sold, limit, "backorder equation");
 }
 
 async fn assert_flushed_and_audited(app: &TestApp) {
@@ -445,4 +465,301 @@ async fn a_rebuild_keeps_handed_over_holds_and_clears_the_waitlist() {
     assert_eq!(cancelled["order"]["status"], "CANCELLED", "{cancelled}");
     assert_eq!(app.available(store, product).await, 1);
     assert_flushed_and_audited(&app).await;
+}
+
+const CONFIRM: &str = "mutation($id: ID!) {
+    confirmOrder(input: { orderId: $id, paymentReference: \"late\" }) {
+        order { status } errors { code } } }";
+
+/// Waits until Redis's clock (the one the scripts read) has passed the order's deadline.
+async fn wait_past_deadline(app: &TestApp, order: &str) {
+    let id = flashstock::domain::OrderId::parse(order).unwrap();
+    let hold = app.context.engine.load(id).await.unwrap().unwrap();
+    let deadline = hold.held_until.timestamp_millis();
+    let started = Instant::now();
+    loop {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut app.redis.clone())
+            .await
+            .unwrap();
+        if secs * 1000 + micros / 1000 >= deadline {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Redis time never passed the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Buyers who call lockOrder for `product` in a loop until `stop`; the task returns how
+/// many orders they got.
+fn racing_buyers(
+    app: &TestApp,
+    tokens: Vec<String>,
+    product: ProductId,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    let (http, address) = (app.http.clone(), app.address.clone());
+    tokio::spawn(async move {
+        let buyers = tokens.into_iter().map(|token| {
+            let (http, address, stop) = (http.clone(), address.clone(), stop.clone());
+            async move {
+                let mut got = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body: Value = http
+                        .post(format!("{address}/graphql"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "query": LOCK, "variables": { "id": product.to_string() } }))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    if !body["data"]["lockOrder"]["order"].is_null() {
+                        got += 1;
+                    }
+                }
+                got
+            }
+        });
+        join_all(buyers).await.into_iter().sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_confirm_or_cancel_hands_the_expired_units_to_the_line_not_to_a_racing_buyer() {
+    // The sweeper waits an hour and the shared Redis publishes no expiries: only the
+    // confirm or cancel that meets a hold past its deadline can release it.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("hold-ttl", "1s")
+            .arg("sweep-interval", "1h")
+            .arg("flush-enabled", "true"),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 300, 1, None).await;
+    let (_, holder) = app.create_customer().await;
+    let (_, first) = app.create_customer().await;
+    let (_, second) = app.create_customer().await;
+    let order = lock(&app, &holder, product).await["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(join(&app, &first, product, 1).await["entry"]["position"], 1);
+    assert_eq!(
+        join(&app, &second, product, 1).await["entry"]["position"],
+        2
+    );
+    let mut racers = Vec::new();
+    for _ in 0..6 {
+        racers.push(app.create_customer().await.1);
+    }
+    wait_past_deadline(&app, &order).await;
+    assert_eq!(
+        app.held(store, product).await,
+        1,
+        "something swept the hold"
+    );
+
+    // The holder pays too late while six buyers call lockOrder at the same instant.
+    let stop = Arc::new(AtomicBool::new(false));
+    let racing = racing_buyers(&app, racers, product, stop.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let confirmed = data(
+        app.graphql(CONFIRM, json!({ "id": order }), Some(&holder))
+            .await,
+        "confirmOrder",
+    );
+    assert_eq!(
+        confirmed["errors"][0]["code"], "HOLD_EXPIRED",
+        "{confirmed}"
+    );
+    let handed = waitlist_order(&app, &first).await;
+
+    // The first never pays: past its deadline, the cancel that meets it releases it, and
+    // the unit moves on to the second in the same step.
+    wait_past_deadline(&app, &handed).await;
+    let cancelled = data(
+        app.graphql(CANCEL, json!({ "id": handed }), Some(&first))
+            .await,
+        "cancelOrder",
+    );
+    assert_eq!(
+        cancelled["errors"][0]["code"], "HOLD_EXPIRED",
+        "{cancelled}"
+    );
+    waitlist_order(&app, &second).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        racing.await.unwrap(),
+        0,
+        "a racing buyer got a unit that came back"
+    );
+    assert!(mine(&app, &first).await.is_empty());
+    assert!(mine(&app, &second).await.is_empty());
+    assert_eq!(app.available(store, product).await, 0);
+    assert_eq!(app.held(store, product).await, 1);
+    assert_units_once(&app, store, product, 1).await;
+    assert_flushed_and_audited(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restock_hands_a_unit_to_every_entry_of_a_long_line_in_one_step() {
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 120, 0, None).await;
+    let (_, admin) = app.create_admin().await;
+    let mut waiters = Vec::new();
+    for _ in 0..60 {
+        waiters.push(app.create_customer().await.1);
+    }
+    let joined = join_all(waiters.iter().map(|t| join(&app, t, product, 1))).await;
+    assert!(
+        joined.iter().all(|p| p["errors"] == json!([])),
+        "{joined:?}"
+    );
+
+    let restock = "mutation($id: ID!) {
+        restockProduct(productId: $id, quantity: 65) { product { available } errors { code } } }";
+    let after = data(
+        app.graphql(restock, json!({ "id": product.to_string() }), Some(&admin))
+            .await,
+        "restockProduct",
+    );
+    assert_eq!(after["product"]["available"], 5, "{after}");
+    assert_eq!(app.held(store, product).await, 60);
+    for token in &waiters {
+        assert!(mine(&app, token).await.is_empty());
+    }
+    assert_units_once(&app, store, product, 65).await;
+    assert_flushed_and_audited(&app).await;
+    let (orders, customers): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM orders \
+         WHERE from_waitlist AND status = 'HELD'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((orders, customers), (60, 60));
+}
+
+#[tokio::test]
+async fn an_expired_entry_ahead_is_not_counted_even_when_entries_behind_it_live_longer() {
+    // Two instances with different WAITLIST_TTL (a change being rolled out): an entry made
+    // by the first expires while the one behind it, made by the second, still waits.
+    let first = spawn_app_with(TestOptions::default().arg("waitlist-ttl", "1s")).await;
+    let second = spawn_app_with(
+        TestOptions::default()
+            .arg("database-url", &first.database_url)
+            .arg("redis-key-prefix", first.keys.prefix())
+            .arg("waitlist-ttl", "1h"),
+    )
+    .await;
+    let store = first.create_store().await;
+    let product = first.create_product(store, 100, 0, None).await;
+    let (_, short) = first.create_customer().await;
+    let (_, long) = first.create_customer().await;
+    assert_eq!(
+        join(&first, &short, product, 1).await["entry"]["position"],
+        1
+    );
+    assert_eq!(
+        join(&second, &long, product, 1).await["entry"]["position"],
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let entries = mine(&second, &long).await;
+    assert_eq!(entries[0]["position"], 1, "{entries:?}");
+    assert!(mine(&first, &short).await.is_empty());
+    let (_, late) = first.create_customer().await;
+    assert_eq!(
+        join(&second, &late, product, 1).await["entry"]["position"],
+        2
+    );
+    assert_units_once(&first, store, product, 0).await;
+}
+
+#[tokio::test]
+async fn units_too_few_for_the_head_go_to_the_first_entry_they_fill_and_the_head_keeps_its_place() {
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let (_, admin) = app.create_admin().await;
+    let (_, holder) = app.create_customer().await;
+    let (_, wants_two) = app.create_customer().await;
+    let (_, wants_one) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(
+        join(&app, &wants_two, product, 2).await["entry"]["position"],
+        1
+    );
+    assert_eq!(
+        join(&app, &wants_one, product, 1).await["entry"]["position"],
+        2
+    );
+
+    // One unit comes back: it cannot fill the head, so the next entry gets it.
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    waitlist_order(&app, &wants_one).await;
+    let head = mine(&app, &wants_two).await;
+    assert_eq!(head[0]["position"], 1, "{head:?}");
+    assert_eq!(head[0]["status"], "WAITING");
+    assert_eq!(app.available(store, product).await, 0);
+
+    // Two more: the head gets both, whole.
+    let restock = "mutation($id: ID!) {
+        restockProduct(productId: $id, quantity: 2) { product { available } errors { code } } }";
+    let after = data(
+        app.graphql(restock, json!({ "id": product.to_string() }), Some(&admin))
+            .await,
+        "restockProduct",
+    );
+    assert_eq!(after["product"]["available"], 0, "{after}");
+    waitlist_order(&app, &wants_two).await;
+    assert!(mine(&app, &wants_two).await.is_empty());
+    assert_eq!(app.held(store, product).await, 3);
+    assert_units_once(&app, store, product, 3).await;
+    assert_flushed_and_audited(&app).await;
+}
+
+#[tokio::test]
+async fn a_hand_over_reaches_the_waiting_customer_over_order_changed() {
+    use crate::subscriber::{LEGACY_WS, Subscriber};
+    let app = spawn_app_with(TestOptions::default().arg("flush-enabled", "true")).await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 1, None).await;
+    let (_, holder) = app.create_customer().await;
+    let (_, waiting) = app.create_customer().await;
+    let held = lock(&app, &holder, product).await;
+    assert_eq!(
+        join(&app, &waiting, product, 1).await["entry"]["position"],
+        1
+    );
+    let mut watcher = Subscriber::connect_with(&app.address, LEGACY_WS, Some(&waiting)).await;
+    watcher
+        .subscribe(
+            "mine",
+            "subscription { orderChanged { id status fromWaitlist } }",
+            json!({}),
+        )
+        .await;
+    // Give the subscription a moment to start before the change it must see.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let order = held["order"]["id"].as_str().unwrap();
+    app.graphql(CANCEL, json!({ "id": order }), Some(&holder))
+        .await;
+    let payload = watcher.next_payload("mine", Duration::from_secs(2)).await;
+    let changed = &payload["data"]["orderChanged"];
+    assert_eq!(changed["status"], "HELD", "{payload}");
+    assert_eq!(changed["fromWaitlist"], true, "{payload}");
+    assert_eq!(changed["id"], waitlist_order(&app, &waiting).await.as_str());
+    assert_units_once(&app, store, product, 1).await;
 }
