@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::redis_conn::RedisConn;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
+use super::replication::ReplicaWait;
 use super::scripts::SCRIPTS;
 use crate::domain::{
     IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
@@ -167,7 +168,7 @@ pub struct BackorderFigures {
 
 #[derive(Clone)]
 pub struct HoldEngine {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     hold_ttl_ms: u64,
     idempotency_ttl_ms: u64,
@@ -177,7 +178,7 @@ pub struct HoldEngine {
     /// The scripts' own connection (the shared one unless `with_script_connection`): the
     /// first script call after the server behind it changed is sure to fail on it, and
     /// nothing else reconnects it first.
-    scripts: ConnectionManager,
+    scripts: RedisConn,
     /// Stores being checked or rebuilt from MySQL (`recovery`): no script runs on them.
     recovering: Arc<RwLock<HashSet<StoreId>>>,
     /// Connection failures seen by script calls, and how many of them the recovery
@@ -186,6 +187,16 @@ pub struct HoldEngine {
     failures: Arc<AtomicU64>,
     checked: Arc<AtomicU64>,
     waitlist_ttl_ms: u64,
+    /// REDIS_WAIT_REPLICAS above 0: holds, confirms and cancels wait for replicas.
+    replicas: Option<ReplicaWait>,
+}
+
+/// A transition's outcome, and whether REDIS_WAIT_REPLICAS replicas had it in time
+/// (always true when nothing is waited for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicated<T> {
+    pub outcome: T,
+    pub replicated: bool,
 }
 
 /// The result of joining a waitlist.
@@ -275,7 +286,7 @@ fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 impl HoldEngine {
-    pub fn new(redis: ConnectionManager, keys: KeySpace, settings: HoldSettings) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, settings: HoldSettings) -> Self {
         Self {
             scripts: redis.clone(),
             redis,
@@ -289,26 +300,38 @@ impl HoldEngine {
             recovering: Arc::default(),
             failures: Arc::default(),
             checked: Arc::default(),
+            replicas: None,
         }
+    }
+
+    /// Holds, confirms and cancels are answered once `replicas` replicas have them, or
+    /// `timeout` passed (then they say so: `Replicated::replicated` is false).
+    pub fn waiting_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then(|| {
+            ReplicaWait::new(
+                self.redis.clone(),
+                replicas,
+                timeout,
+                Duration::from_secs(5),
+            )
+        });
+        self
     }
 
     /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
     pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-        let redis = ConnectionManager::new(client)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let redis = RedisConn::connect(config).await?;
         Ok(Self::new(
             redis,
             KeySpace::new(config.redis_key_prefix.clone()),
             config.hold_settings(),
-        ))
+        )
+        .waiting_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout))
     }
 
     /// Runs the scripts on a connection of their own, so that a server change is seen
     /// by them first (see `scripts`).
-    pub fn with_script_connection(mut self, scripts: ConnectionManager) -> Self {
+    pub fn with_script_connection(mut self, scripts: RedisConn) -> Self {
         self.scripts = scripts;
         self
     }
@@ -328,12 +351,50 @@ impl HoldEngine {
     async fn run_idempotent(
         &self,
         script: &'static str,
+        store: StoreId,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> redis::RedisResult<Vec<String>> {
-        match self.run(script, invocation).await {
-            Err(error) if self.recovered_from(&error).await => self.run(script, invocation).await,
+    ) -> redis::RedisResult<(Vec<String>, bool)> {
+        match self.run_replicated(script, store, invocation).await {
+            Err(error) if self.recovered_from(&error).await => {
+                self.run_replicated(script, store, invocation).await
+            }
             result => result,
         }
+    }
+
+    /// For an answer repeated from an earlier call (an idempotent retry): whether the
+    /// master's writes so far, that call's included, are on enough replicas.
+    async fn earlier_writes_replicated(
+        &self,
+        store: StoreId,
+        replicated: bool,
+    ) -> redis::RedisResult<bool> {
+        match &self.replicas {
+            Some(replicas) => {
+                let sequence = self.keys.store(store).sequence();
+                self.watched(replicas.earlier_writes(&sequence).await)
+            }
+            None => Ok(replicated),
+        }
+    }
+
+    /// Runs a transition's script; with REDIS_WAIT_REPLICAS, on a connection of its own to
+    /// the store's master, followed by `WAIT`. The flag: enough replicas had it in time.
+    async fn run_replicated(
+        &self,
+        script: &'static str,
+        store: StoreId,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<(Vec<String>, bool)> {
+        let Some(replicas) = &self.replicas else {
+            return Ok((self.run(script, invocation).await?, true));
+        };
+        let key = self.keys.store(store).stock;
+        let waited = self.watched(timed(script, replicas.run(&key, invocation)).await)?;
+        if !waited.replicated {
+            tracing::warn!(%store, script, "not on REDIS_WAIT_REPLICAS replicas in time");
+        }
+        Ok((waited.reply, waited.replicated))
     }
 
     /// Runs a script on the scripts' connection, timed, and counts a lost connection.
@@ -488,11 +549,11 @@ impl HoldEngine {
         &self.keys
     }
 
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> RedisConn {
         self.redis.clone()
     }
 
-    pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<LockOutcome> {
+    pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<Replicated<LockOutcome>> {
         let store = request.order.store;
         let mut invocation = SCRIPTS.lock.prepare_invoke();
         self.store_keys(&mut invocation, store);
@@ -524,27 +585,31 @@ impl HoldEngine {
                 .arg(line.quantity)
                 .arg(line.unit_price_cents);
         }
-        let reply: Vec<String> = match self.run("lock", &invocation).await {
-            Ok(reply) => reply,
+        let (reply, mut replicated) = match self.run_replicated("lock", store, &invocation).await {
+            Ok(answer) => answer,
             Err(error) if self.recovered_from(&error).await => {
                 // The script may have run before the connection went: never hold twice.
                 if let Some(hold) = self.load(request.order).await? {
-                    return Ok(LockOutcome::Held {
-                        created_at: hold.created_at,
-                        held_until: hold.held_until,
-                        backordered: hold
-                            .lines
-                            .iter()
-                            .filter(|line| line.backordered > 0)
-                            .map(|line| (line.product, line.backordered))
-                            .collect(),
+                    return Ok(Replicated {
+                        outcome: LockOutcome::Held {
+                            created_at: hold.created_at,
+                            held_until: hold.held_until,
+                            backordered: hold
+                                .lines
+                                .iter()
+                                .filter(|line| line.backordered > 0)
+                                .map(|line| (line.product, line.backordered))
+                                .collect(),
+                        },
+                        // Whether replicas have it is not known: not claimed.
+                        replicated: self.replicas.is_none(),
                     });
                 }
-                self.run("lock", &invocation).await?
+                self.run_replicated("lock", store, &invocation).await?
             }
             Err(error) => return Err(error.into()),
         };
-        Ok(match reply.split_first() {
+        let outcome = match reply.split_first() {
             Some((tag, [created, until, rest @ ..])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
                 held_until: timestamp(until)?,
@@ -553,10 +618,15 @@ impl HoldEngine {
                     .map(|(product, units)| Ok((product, u32::try_from(units)?)))
                     .collect::<anyhow::Result<_>>()?,
             },
-            Some((tag, [uuid])) if tag == "EXISTING" => LockOutcome::Existing(OrderId {
-                store,
-                uuid: uuid.parse()?,
-            }),
+            Some((tag, [uuid])) if tag == "EXISTING" => {
+                // The hold was made by an earlier call, whose writes the WAIT above may not
+                // cover: ask again about everything the master has done so far.
+                replicated = self.earlier_writes_replicated(store, replicated).await?;
+                LockOutcome::Existing(OrderId {
+                    store,
+                    uuid: uuid.parse()?,
+                })
+            }
             Some((tag, [uuid])) if tag == "REUSED" => LockOutcome::KeyReused(OrderId {
                 store,
                 uuid: uuid.parse()?,
@@ -570,10 +640,17 @@ impl HoldEngine {
             Some((tag, rest)) if tag == "LIMIT" => LockOutcome::LimitExceeded(pairs(rest)?),
             Some((tag, rest)) if tag == "SHORT" => LockOutcome::Short(pairs(rest)?),
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 
-    pub async fn confirm(&self, confirmation: Confirmation<'_>) -> anyhow::Result<ConfirmOutcome> {
+    pub async fn confirm(
+        &self,
+        confirmation: Confirmation<'_>,
+    ) -> anyhow::Result<Replicated<ConfirmOutcome>> {
         let order = confirmation.order;
         let mut invocation = SCRIPTS.confirm.prepare_invoke();
         self.order_keys(&mut invocation, order);
@@ -600,13 +677,20 @@ impl HoldEngine {
             .arg(self.payment_event_retention_ms);
         // A hold found past its deadline is released here, and its units handed on.
         self.waitlist_args(&mut invocation, order.store);
-        let reply: Vec<String> = self.run_idempotent("confirm", &invocation).await?;
-        Ok(match reply.as_slice() {
+        let (reply, mut replicated) = self
+            .run_idempotent("confirm", order.store, &invocation)
+            .await?;
+        let outcome = match reply.as_slice() {
             [tag] if tag == "CONFIRMED" => {
                 metrics::confirmed();
                 ConfirmOutcome::Confirmed
             }
-            [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
+            [tag] if tag == "ALREADY" => {
+                replicated = self
+                    .earlier_writes_replicated(order.store, replicated)
+                    .await?;
+                ConfirmOutcome::AlreadyConfirmed
+            }
             [tag, ..] if tag == "EXPIRED" => {
                 if released_now(&reply) {
                     metrics::released(ReleaseCause::Lazy, 1);
@@ -621,6 +705,10 @@ impl HoldEngine {
                 OrderStatus::parse(status).ok_or_else(|| unexpected(&reply))?,
             ),
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 
@@ -629,7 +717,7 @@ impl HoldEngine {
         order: OrderId,
         user: UserId,
         is_admin: bool,
-    ) -> anyhow::Result<CancelOutcome> {
+    ) -> anyhow::Result<Replicated<CancelOutcome>> {
         let mut invocation = SCRIPTS.cancel.prepare_invoke();
         self.order_keys(&mut invocation, order);
         invocation
@@ -638,13 +726,20 @@ impl HoldEngine {
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
         self.waitlist_args(&mut invocation, order.store);
-        let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
-        Ok(match reply.first().map(String::as_str) {
+        let (reply, mut replicated) = self
+            .run_idempotent("cancel", order.store, &invocation)
+            .await?;
+        let outcome = match reply.first().map(String::as_str) {
             Some("CANCELLED") => {
                 metrics::released(ReleaseCause::Cancel, 1);
                 CancelOutcome::Cancelled
             }
-            Some("ALREADY") => CancelOutcome::AlreadyCancelled,
+            Some("ALREADY") => {
+                replicated = self
+                    .earlier_writes_replicated(order.store, replicated)
+                    .await?;
+                CancelOutcome::AlreadyCancelled
+            }
             Some("EXPIRED") => {
                 if released_now(&reply) {
                     metrics::released(ReleaseCause::Lazy, 1);
@@ -654,6 +749,10 @@ impl HoldEngine {
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 
@@ -794,8 +893,9 @@ impl HoldEngine {
             pipe.hset_nx(&keys.backorder_sold, id, seed.backordered)
                 .ignore();
         }
-        pipe.sadd(self.keys.stores(), store.0).ignore();
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        // Apart: the set of stores is in a slot of its own on a cluster.
+        let _: () = self.redis.clone().sadd(self.keys.stores(), store.0).await?;
         Ok(())
     }
 
