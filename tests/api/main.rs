@@ -17,6 +17,7 @@ mod live;
 mod logs;
 mod metrics;
 mod payments;
+mod private_cluster;
 mod private_mariadb;
 mod process;
 mod revocation;
