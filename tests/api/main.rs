@@ -5,6 +5,7 @@ mod auth;
 mod backorder;
 mod browser;
 mod cli;
+mod cluster;
 mod expiry;
 mod faults;
 mod flush;

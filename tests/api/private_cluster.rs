@@ -155,29 +155,12 @@ impl PrivateCluster {
 
     /// The nodes as the first live node sees them.
     pub async fn topology(&self) -> Vec<NodeInfo> {
-        for port in self.live_ports() {
-            if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && let Ok(text) = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async::<String>(&mut conn)
-                    .await
-            {
-                return parse_nodes(&text);
-            }
-        }
-        panic!("no node of the private cluster answers");
+        nodes_of(&self.live_ports()).await
     }
 
     /// The hash slot of `key` (its hash tag's, when it has one).
     pub async fn slot(&self, key: &str) -> u16 {
-        let port = self.live_ports()[0];
-        redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(key)
-            .query_async(&mut self.node(port).await)
-            .await
-            .unwrap()
+        slot_of(&self.live_ports(), key).await
     }
 
     /// The port of the master serving `slot` (as the first live node sees it).
@@ -219,20 +202,7 @@ impl PrivateCluster {
         }
     }
 
-    /// Starts a killed node again on its port and nodes.conf, empty: it rejoins the
-    /// cluster, as a replica of whoever took its slots over.
-    pub fn restart(&mut self, port: u16) {
-        let index = self
-            .nodes
-            .iter()
-            .position(|n| n.port == port)
-            .expect("a node of this cluster");
-        assert!(self.nodes[index].child.is_none(), "node {port} is running");
-        self.start_node(index);
-        wait_for_port(port);
-    }
-
-    fn live_ports(&self) -> Vec<u16> {
+    pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())
@@ -285,6 +255,73 @@ impl Drop for PrivateCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The ports of a seed list (`redis://127.0.0.1:7300,redis://127.0.0.1:7301,...`).
+pub fn seed_ports(url: &str) -> Vec<u16> {
+    url.split(',')
+        .map(|seed| {
+            seed.trim()
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse().ok())
+                .unwrap_or_else(|| panic!("no port in the seed {seed:?}"))
+        })
+        .collect()
+}
+
+/// The cluster's nodes as the first of `ports` that answers sees them.
+pub async fn nodes_of(ports: &[u16]) -> Vec<NodeInfo> {
+    for port in ports {
+        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && let Ok(text) = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut conn)
+                .await
+        {
+            return parse_nodes(&text);
+        }
+    }
+    panic!("no node of the cluster on {ports:?} answers (scripts/cluster starts the local one)");
+}
+
+/// The port of the live master serving `key`'s slot, as the first answering node sees it.
+pub async fn master_of_key(ports: &[u16], key: &str) -> u16 {
+    let slot = slot_of(ports, key).await;
+    nodes_of(ports)
+        .await
+        .into_iter()
+        .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+        .port
+}
+
+async fn slot_of(ports: &[u16], key: &str) -> u16 {
+    for port in ports {
+        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && let Ok(slot) = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+        {
+            return slot;
+        }
+    }
+    panic!("no node of the cluster on {ports:?} answers");
+}
+
+/// A plain connection to the master now serving `key` (MOVED never followed).
+pub async fn connection_for_key(ports: &[u16], key: &str) -> redis::aio::MultiplexedConnection {
+    let port = master_of_key(ports, key).await;
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 /// `CLUSTER NODES`: `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link>
