@@ -278,6 +278,7 @@ async fn compare_backorder_lines(db: &Db, found: &mut Vec<Mismatch>) -> anyhow::
 }
 
 /// Every hold key of a store (not the TTL markers). SCAN, not KEYS: Redis keeps serving.
+/// Every key of the store is in its slot, so one node's SCAN finds them all.
 async fn hold_orders(engine: &HoldEngine, store: StoreId) -> anyhow::Result<Vec<OrderId>> {
     let prefix = engine.keys().hold(OrderId {
         store,
@@ -290,13 +291,17 @@ async fn hold_orders(engine: &HoldEngine, store: StoreId) -> anyhow::Result<Vec<
     let mut cursor: u64 = 0;
     let mut orders = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
+        // On a cluster, the node owning the store's slot: the only one with its keys.
+        let (next, keys): (u64, Vec<String>) = redis
+            .query_at(
+                &prefix,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(1000),
+            )
             .await?;
         orders.extend(keys.iter().filter_map(|key| {
             let uuid = key.strip_prefix(&prefix)?;

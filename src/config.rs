@@ -96,7 +96,8 @@ pub struct Config {
         global = true
     )]
     pub database_url: String,
-    /// Redis connection URL.
+    /// Redis connection URL. With REDIS_CLUSTER, one or more seed nodes of the cluster,
+    /// separated by commas (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
     #[arg(
         long,
         env = "REDIS_URL",
@@ -104,6 +105,18 @@ pub struct Config {
         global = true
     )]
     pub redis_url: String,
+    /// REDIS_URL names a Redis Cluster: commands go to the node owning each key's slot,
+    /// and the workers read, listen and sweep on every master (docs/CLUSTER.md).
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub redis_cluster: bool,
+    /// Replicas that must have a hold, confirm or cancel before it is answered (WAIT on the
+    /// store's master); 0 answers at once. Too few in time: the answer carries the order
+    /// and the retryable error NOT_REPLICATED.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0, global = true)]
+    pub redis_wait_replicas: u32,
+    /// Longest a transition waits for REDIS_WAIT_REPLICAS replicas.
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "50ms", value_parser = duration, global = true)]
+    pub redis_wait_timeout: Duration,
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(
         long,
@@ -349,6 +362,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        crate::redis_conn::seed_urls(&self.redis_url, self.redis_cluster)?;
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
             anyhow::bail!("REDIS_KEY_PREFIX must be non-empty and contain no braces");
         }

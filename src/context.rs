@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 use crate::auth::{LoginLimiter, RegisterLimiter, TokenKeys, TokenVersions};
 use crate::catalog::Catalog;
@@ -17,7 +17,7 @@ pub struct AppContext {
     pub config: Arc<Config>,
     pub db: Db,
     /// Multiplexed, reconnecting connection for request-path commands and scripts.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// Dedicated connections for blocking commands (stream reads), never the shared one.
     pub redis_pool: deadpool_redis::Pool,
     pub engine: HoldEngine,

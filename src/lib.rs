@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod payments;
 pub mod products;
 pub mod recovery;
+pub mod redis_conn;
 pub mod seed;
 pub mod shutdown;
 pub mod startup;

@@ -19,6 +19,7 @@ use crate::graphql::{AppSchema, SchemaLimits, build_schema};
 use crate::hold::{HoldEngine, KeySpace};
 use crate::http::{HttpState, Sockets, router};
 use crate::live::LiveHub;
+use crate::redis_conn::RedisConn;
 
 pub struct Application {
     listener: TcpListener,
@@ -40,22 +41,17 @@ impl Application {
             db::connect_existing(&config.database_url).await?
         };
 
-        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-        let redis_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.redis_response_timeout));
-        let redis =
-            redis::aio::ConnectionManager::new_with_config(client.clone(), redis_config.clone())
-                .await
-                .context("cannot connect to Redis at REDIS_URL")?;
-        let redis_pool = deadpool_redis::Config::from_url(config.redis_url.as_str())
+        let redis = RedisConn::connect(&config).await?;
+        // A single node's blocking stream reads; a cluster's flusher polls per stream.
+        let first_node =
+            crate::redis_conn::seed_urls(&config.redis_url, config.redis_cluster)?.swap_remove(0);
+        let redis_pool = deadpool_redis::Config::from_url(first_node)
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("cannot build the Redis pool")?;
 
         let keys = KeySpace::new(config.redis_key_prefix.clone());
         // The scripts get a connection of their own: see `HoldEngine::with_script_connection`.
-        let scripts = redis::aio::ConnectionManager::new_with_config(client, redis_config)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let scripts = RedisConn::connect(&config).await?;
         let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
             .with_script_connection(scripts);
         // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL

@@ -1,11 +1,11 @@
 //! Attempt counters in Redis over fixed windows: the first attempt starts a key's window,
 //! and every instance shares the count. Used by the login and registration limits.
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 /// Counts one attempt against each key and returns the counts, this attempt included.
 pub async fn count_attempts(
-    redis: &ConnectionManager,
+    redis: &RedisConn,
     keys: &[String],
     window_ms: u64,
 ) -> redis::RedisResult<Vec<u32>> {

@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::redis_conn::RedisConn;
 use async_graphql::Context;
-use redis::aio::ConnectionManager;
 
 use super::attempts::{count_attempts, window_ms};
 use crate::domain::Email;
@@ -24,7 +24,7 @@ pub struct ClientAddr(pub IpAddr);
 
 #[derive(Clone)]
 pub struct LoginLimiter {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     max_failures: u32,
     window_ms: u64,
@@ -38,12 +38,7 @@ pub struct LoginAttempt<'a> {
 }
 
 impl LoginLimiter {
-    pub fn new(
-        redis: ConnectionManager,
-        keys: KeySpace,
-        max_failures: u32,
-        window: Duration,
-    ) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, max_failures: u32, window: Duration) -> Self {
         Self {
             redis,
             keys,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::redis_conn::RedisConn;
 use async_graphql::Context;
-use redis::aio::ConnectionManager;
 
 use super::ClientAddr;
 use super::attempts::{count_attempts, window_ms};
@@ -15,19 +15,14 @@ use crate::hold::KeySpace;
 
 #[derive(Clone)]
 pub struct RegisterLimiter {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     max_per_address: u32,
     window_ms: u64,
 }
 
 impl RegisterLimiter {
-    pub fn new(
-        redis: ConnectionManager,
-        keys: KeySpace,
-        max_per_address: u32,
-        window: Duration,
-    ) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, max_per_address: u32, window: Duration) -> Self {
         Self {
             redis,
             keys,

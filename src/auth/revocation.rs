@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::redis_conn::RedisConn;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::VerifiedToken;
 use crate::db::{self, Db};
@@ -40,7 +40,7 @@ struct Answer {
 }
 
 pub struct TokenVersions {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     db: Db,
     cache_for: Duration,
@@ -48,7 +48,7 @@ pub struct TokenVersions {
 }
 
 impl TokenVersions {
-    pub fn new(redis: ConnectionManager, keys: KeySpace, db: Db, cache_for: Duration) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, db: Db, cache_for: Duration) -> Self {
         Self {
             redis,
             keys,

@@ -2,12 +2,16 @@
 //! ours that expires, runs the release script for that hold at once. Pub/sub is
 //! fire-and-forget, so an event lost while disconnected is simply missed; the sweeper
 //! catches it. After a dropped connection or a Redis restart it resubscribes with backoff.
+//! Keyspace events are local to the node where the key expired, so on a cluster it
+//! subscribes on every master.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Msg;
+use redis::aio::ConnectionLike;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
@@ -16,6 +20,7 @@ use crate::context::AppContext;
 use crate::domain::{OrderId, StoreId};
 use crate::hold::HoldEngine;
 use crate::metrics::ReleaseCause;
+use crate::redis_conn::{NodeAddr, RedisConn};
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
@@ -25,6 +30,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// Most events released in one script call; what arrived together is released together.
 const MOST_AT_ONCE: usize = 512;
+/// How often the masters are listed again: a new master (a failover) is subscribed to
+/// within this.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a subscription ended.
 enum Ended {
@@ -32,23 +40,106 @@ enum Ended {
     Lost(anyhow::Error),
 }
 
-/// Runs until `stop` is cancelled.
+/// Runs until `stop` is cancelled: one subscription per master, following the masters
+/// as they change (a failover promotes a replica, a node joins or leaves).
 pub async fn listen(app: AppContext, stop: CancellationToken) {
-    let client = match redis::Client::open(app.config.redis_url.as_str()) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "expiry listener cannot use REDIS_URL; the sweeper alone releases holds");
-            return;
+    let mut redis = app.engine.redis();
+    let channel = format!("__keyevent@{}__:expired", redis.get_db());
+    let configure = app.config.redis_configure_notifications;
+    // Replicas are checked once per appearance: `notify-keyspace-events` is not
+    // replicated, and a replica promoted by a failover must already publish expiries.
+    let mut replica_check = NotificationCheck::new(configure);
+    let mut replicas_checked: BTreeSet<NodeAddr> = BTreeSet::new();
+    let mut masters: BTreeMap<NodeAddr, CancellationToken> = BTreeMap::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        match redis.nodes().await {
+            Ok(nodes) => {
+                let serving: BTreeSet<NodeAddr> = nodes
+                    .iter()
+                    .filter(|node| node.master)
+                    .map(|node| node.addr.clone())
+                    .collect();
+                masters.retain(|addr, subscribed| {
+                    let keep = serving.contains(addr);
+                    if !keep {
+                        tracing::info!(node = %addr, "no longer a master; expiry listener leaves it");
+                        subscribed.cancel();
+                    }
+                    keep
+                });
+                for addr in serving {
+                    if masters.contains_key(&addr) {
+                        continue;
+                    }
+                    let client = match redis.client_for(&addr) {
+                        Ok(client) => client,
+                        Err(error) => {
+                            tracing::error!(%error, node = %addr, "expiry listener cannot address a master");
+                            continue;
+                        }
+                    };
+                    let subscribed = stop.child_token();
+                    masters.insert(addr.clone(), subscribed.clone());
+                    let (engine, channel) = (app.engine.clone(), channel.clone());
+                    tasks.spawn(listen_on(engine, client, channel, configure, subscribed));
+                }
+                replicas_checked.retain(|addr| nodes.iter().any(|node| node.addr == *addr));
+                for replica in nodes.iter().filter(|node| !node.master) {
+                    if replicas_checked.contains(&replica.addr) {
+                        continue;
+                    }
+                    if check_node(&redis, &replica.addr, &mut replica_check).await {
+                        replicas_checked.insert(replica.addr.clone());
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the Redis nodes; expiry listener keeps its subscriptions")
+            }
         }
-    };
-    let db = client.get_connection_info().redis_settings().db();
-    let channel = format!("__keyevent@{db}__:expired");
-    let mut check = NotificationCheck::new(app.config.redis_configure_notifications);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(TOPOLOGY_EVERY) => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Checks (and where allowed sets) one node's notifications; true when it answered.
+async fn check_node(redis: &RedisConn, addr: &NodeAddr, check: &mut NotificationCheck) -> bool {
+    let checked = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let mut conn = redis
+            .client_for(addr)?
+            .get_multiplexed_async_connection()
+            .await?;
+        check.run(&mut conn).await
+    })
+    .await;
+    match checked {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, node = %addr, "cannot check a replica's notifications");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// One master's subscription, resubscribing with backoff until `stop`.
+async fn listen_on(
+    engine: HoldEngine,
+    client: redis::Client,
+    channel: String,
+    configure: bool,
+    stop: CancellationToken,
+) {
+    let mut check = NotificationCheck::new(configure);
     let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
     loop {
         let ended = tokio::select! {
             () = stop.cancelled() => Ended::Stopped,
-            ended = subscription(&app.engine, &client, &channel, &mut check, &mut backoff) => ended,
+            ended = subscription(&engine, &client, &channel, &mut check, &mut backoff) => ended,
         };
         let error = match ended {
             Ended::Stopped => return,

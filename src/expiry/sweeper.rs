@@ -56,7 +56,8 @@ async fn sweep_store(engine: &HoldEngine, store: StoreId, batch: usize) -> anyho
     let mut released = 0;
     loop {
         // Redis's clock, as the scripts use: instances with skewed clocks still agree.
-        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut redis).await?;
+        // On a cluster, the clock of the node the scripts of this store run on.
+        let (seconds, micros): (u64, u64) = redis.query_at(&deadlines, &redis::cmd("TIME")).await?;
         let now_ms = seconds * 1000 + micros / 1000;
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&deadlines)

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::redis_conn::RedisConn;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::keys::KeySpace;
@@ -167,7 +167,7 @@ pub struct BackorderFigures {
 
 #[derive(Clone)]
 pub struct HoldEngine {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     hold_ttl_ms: u64,
     idempotency_ttl_ms: u64,
@@ -177,7 +177,7 @@ pub struct HoldEngine {
     /// The scripts' own connection (the shared one unless `with_script_connection`): the
     /// first script call after the server behind it changed is sure to fail on it, and
     /// nothing else reconnects it first.
-    scripts: ConnectionManager,
+    scripts: RedisConn,
     /// Stores being checked or rebuilt from MySQL (`recovery`): no script runs on them.
     recovering: Arc<RwLock<HashSet<StoreId>>>,
     /// Connection failures seen by script calls, and how many of them the recovery
@@ -279,7 +279,7 @@ fn timestamp(raw: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 impl HoldEngine {
-    pub fn new(redis: ConnectionManager, keys: KeySpace, settings: HoldSettings) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, settings: HoldSettings) -> Self {
         Self {
             scripts: redis.clone(),
             redis,
@@ -298,11 +298,7 @@ impl HoldEngine {
 
     /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
     pub async fn connect(config: &crate::config::Config) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let client = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
-        let redis = ConnectionManager::new(client)
-            .await
-            .context("cannot connect to Redis at REDIS_URL")?;
+        let redis = RedisConn::connect(config).await?;
         Ok(Self::new(
             redis,
             KeySpace::new(config.redis_key_prefix.clone()),
@@ -312,7 +308,7 @@ impl HoldEngine {
 
     /// Runs the scripts on a connection of their own, so that a server change is seen
     /// by them first (see `scripts`).
-    pub fn with_script_connection(mut self, scripts: ConnectionManager) -> Self {
+    pub fn with_script_connection(mut self, scripts: RedisConn) -> Self {
         self.scripts = scripts;
         self
     }
@@ -496,7 +492,7 @@ impl HoldEngine {
         &self.keys
     }
 
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> RedisConn {
         self.redis.clone()
     }
 
@@ -800,8 +796,9 @@ impl HoldEngine {
             pipe.hset_nx(&keys.backorder_sold, id, seed.backordered)
                 .ignore();
         }
-        pipe.sadd(self.keys.stores(), store.0).ignore();
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        // Apart: the set of stores is in a slot of its own on a cluster.
+        let _: () = self.redis.clone().sadd(self.keys.stores(), store.0).await?;
         Ok(())
     }
 

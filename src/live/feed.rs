@@ -32,16 +32,18 @@ pub async fn run(app: AppContext, stop: CancellationToken) {
         tracing::error!("a live feed already runs for this hub");
         return;
     };
-    let client = match redis::Client::open(app.config.redis_url.as_str()) {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "live feed cannot use REDIS_URL; subscriptions get no updates");
-            return;
-        }
-    };
     let pattern = app.engine.keys().live_pattern();
     let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
-    loop {
+    // A plain PUBLISH reaches every node of a cluster: any node of REDIS_URL serves, and
+    // each attempt takes the next one, so a node that went down is not waited for.
+    for attempt in 0.. {
+        let client = match app.engine.redis().seed_client(attempt) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "live feed cannot use REDIS_URL; subscriptions get no updates");
+                return;
+            }
+        };
         let error = tokio::select! {
             () = stop.cancelled() => return,
             error = subscription(&app, &client, &pattern, &mut requests, &mut backoff) => error,

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
+
+use crate::redis_conn::RedisConn;
 use redis::streams::{
     StreamAutoClaimReply, StreamClaimReply, StreamId, StreamInfoConsumersReply,
     StreamPendingCountReply, StreamReadReply,
@@ -20,6 +22,9 @@ pub const GROUP: &str = "flusher";
 /// Fields a dead letter adds to the entry it keeps: the entry's id and why it was set aside.
 pub const DEAD_ENTRY: &str = "entry";
 pub const DEAD_ERROR: &str = "error";
+/// A cluster's streams are polled (see `poll`): how long an idle flusher waits between
+/// rounds, and so how late an event may reach MySQL beyond a single node's blocking read.
+const IDLE_POLL: Duration = Duration::from_millis(20);
 
 static FORGET_CONSUMER: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/forget_consumer.lua")));
@@ -66,7 +71,7 @@ pub struct OutboxConsumer {
     keys: KeySpace,
     engine: HoldEngine,
     /// Shared connection for the short commands (group creation, claims, acks).
-    redis: ConnectionManager,
+    redis: RedisConn,
     /// Blocking reads park a connection for up to BLOCK: they get one of their own.
     pool: deadpool_redis::Pool,
     reader: Option<MultiplexedConnection>,
@@ -157,8 +162,71 @@ impl OutboxConsumer {
 
     /// Reads up to `count` entries per stream. `pending`: this consumer's own delivered
     /// but unacknowledged entries (after a restart or a failed batch), without blocking;
-    /// otherwise entries never delivered, blocking up to `block` for the first one.
+    /// otherwise entries never delivered, waiting up to `block` for the first one.
     pub async fn read(
+        &mut self,
+        pending: bool,
+        count: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Entry>> {
+        if self.redis.is_cluster() {
+            self.poll(pending, count, block).await
+        } else {
+            self.read_blocking(pending, count, block).await
+        }
+    }
+
+    /// A cluster's read: one `XREADGROUP` can name streams of one slot only, and each
+    /// store's stream stays in its store's slot, so every stream is read on its own,
+    /// all at once over the multiplexed connection, without blocking. While none has
+    /// anything, they are polled again every IDLE_POLL, up to `block`.
+    async fn poll(
+        &mut self,
+        pending: bool,
+        count: usize,
+        block: Duration,
+    ) -> anyhow::Result<Vec<Entry>> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let reads = self.streams.iter().map(|(key, store)| {
+                let mut redis = self.redis.clone();
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.name)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(key)
+                    .arg(if pending { "0" } else { ">" });
+                async move {
+                    let reply: Option<StreamReadReply> = cmd.query_async(&mut redis).await?;
+                    anyhow::Ok(
+                        reply
+                            .map(|reply| reply.keys)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .flat_map(|stream| stream.ids)
+                            .map(|raw| entry(*store, raw))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            });
+            let entries: Vec<Entry> = futures_util::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            if pending || !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(entries);
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + IDLE_POLL)).await;
+        }
+    }
+
+    /// A single node's read: one blocking `XREADGROUP` over every stream, on a
+    /// connection of its own.
+    async fn read_blocking(
         &mut self,
         pending: bool,
         count: usize,

@@ -6,21 +6,21 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use tokio_util::sync::CancellationToken;
 
 use crate::hold::KeySpace;
 
 #[derive(Clone)]
 pub struct Lease {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: KeySpace,
     key: String,
     ttl: Duration,
 }
 
 impl Lease {
-    pub fn new(redis: ConnectionManager, keys: KeySpace, consumer: &str, ttl: Duration) -> Self {
+    pub fn new(redis: RedisConn, keys: KeySpace, consumer: &str, ttl: Duration) -> Self {
         Self {
             key: keys.flush_lease(consumer),
             redis,

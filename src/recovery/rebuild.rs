@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDateTime;
+use redis::AsyncCommands;
 use sqlx::Row;
 
 use crate::db::Db;
@@ -112,19 +113,24 @@ async fn drain_outbox(db: &Db, engine: &HoldEngine, store: StoreId) -> anyhow::R
     }
 }
 
-/// Keys of the store that match `pattern` (SCAN: Redis keeps serving).
+/// Keys of the store that match `pattern`, which carries the store's hash tag (SCAN:
+/// Redis keeps serving).
 async fn scan(engine: &HoldEngine, pattern: &str) -> anyhow::Result<Vec<String>> {
     let mut redis = engine.redis();
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
+        // On a cluster, the node owning the store's slot: the only one with its keys.
+        let (next, found): (u64, Vec<String>) = redis
+            .query_at(
+                pattern,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000),
+            )
             .await?;
         keys.extend(found);
         if next == 0 {
@@ -291,7 +297,7 @@ pub async fn rebuild(
     ]);
 
     let mut redis = engine.redis();
-    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await?;
+    let (seconds, micros): (i64, i64) = redis.query_at(&keys.stock, &redis::cmd("TIME")).await?;
     let now = seconds * 1000 + micros / 1000;
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -409,8 +415,9 @@ pub async fn rebuild(
         .arg(keys.sequence())
         .arg(seq.unwrap_or(0))
         .ignore();
-    pipe.sadd(engine.keys().stores(), store.0).ignore();
     pipe.query_async::<()>(&mut redis).await?;
+    // Not in the MULTI: the set of stores is in a slot of its own on a cluster.
+    let _: () = redis.sadd(engine.keys().stores(), store.0).await?;
     // Live subscribers saw the old numbers; the rebuild changed them without a script.
     let rebuilt: Vec<crate::domain::ProductId> = products
         .iter()

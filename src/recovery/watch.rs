@@ -15,16 +15,32 @@ use crate::context::AppContext;
 /// scripts on stale data before its stores are marked as recovering.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
-/// The id Redis gives itself each time it starts.
+/// The id Redis gives itself each time it starts. On a cluster, every master's, with its
+/// address: it changes when any master restarts or a replica is promoted.
 pub async fn run_id(engine: &crate::hold::HoldEngine) -> anyhow::Result<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut engine.redis())
+    let mut infos: Vec<(String, String)> = engine
+        .redis()
+        .on_masters(redis::cmd("INFO").arg("server"))
         .await?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-        .ok_or_else(|| anyhow::anyhow!("INFO server has no run_id"))
+    infos.sort();
+    let ids = infos
+        .iter()
+        .map(|(node, info)| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("run_id:"))
+                .map(|id| id.trim())
+                .ok_or_else(|| anyhow::anyhow!("INFO server of {node} has no run_id"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(match (ids.as_slice(), infos.as_slice()) {
+        ([id], [_]) if !engine.redis().is_cluster() => (*id).to_owned(),
+        _ => infos
+            .iter()
+            .zip(&ids)
+            .map(|((node, _), id)| format!("{node}={id}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    })
 }
 
 pub async fn watch(app: AppContext, stop: CancellationToken) {

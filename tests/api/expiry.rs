@@ -6,9 +6,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use flashstock::redis_conn::RedisConn;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 
@@ -17,7 +17,8 @@ use flashstock::domain::{OrderId, ProductId, StoreId, UserId};
 use flashstock::hold::{LockOutcome, LockRequest, RequestedLine};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, TestOptions, one_at_a_time, redis_url, spawn_app_with,
+    PrivateRedis, TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time, redis_url,
+    spawn_app_with,
 };
 
 const LOCK: &str = "mutation($input: LockOrderInput!) {
@@ -84,27 +85,42 @@ async fn stock_back_after(
     (Utc::now() - held_until).to_std().unwrap_or_default()
 }
 
-/// Waits until `subscribers` listeners are subscribed to expiry events on `redis`.
-async fn wait_for_listeners(redis: &ConnectionManager, subscribers: i64) {
+/// Waits until `subscribers` listeners are subscribed to expiry events on `redis`: on
+/// every master of a cluster (where other tests' services may be subscribed as well).
+async fn wait_for_listeners(redis: &RedisConn, subscribers: i64) {
     wait_for(
         Duration::from_secs(20),
         "the expiry listener to subscribe",
         || {
             let mut redis = redis.clone();
             async move {
-                let reply: redis::RedisResult<(String, i64)> = redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(EXPIRED_EVENTS)
-                    .query_async(&mut redis)
-                    .await;
-                matches!(reply, Ok((_, n)) if n >= subscribers)
+                let Ok(nodes) = redis.nodes().await else {
+                    return false;
+                };
+                for master in nodes.iter().filter(|node| node.master) {
+                    let Ok(client) = redis.client_for(&master.addr) else {
+                        return false;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    let reply: redis::RedisResult<(String, i64)> = redis::cmd("PUBSUB")
+                        .arg("NUMSUB")
+                        .arg(EXPIRED_EVENTS)
+                        .query_async(&mut conn)
+                        .await;
+                    if !matches!(reply, Ok((_, n)) if n >= subscribers) {
+                        return false;
+                    }
+                }
+                true
             }
         },
     )
     .await;
 }
 
-async fn notify_setting(redis: &mut ConnectionManager) -> String {
+async fn notify_setting(redis: &mut RedisConn) -> String {
     let reply: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")
@@ -114,7 +130,7 @@ async fn notify_setting(redis: &mut ConnectionManager) -> String {
     reply[1].clone()
 }
 
-async fn assert_publishes_expiries(redis: &mut ConnectionManager) {
+async fn assert_publishes_expiries(redis: &mut RedisConn) {
     let setting = notify_setting(redis).await;
     assert!(
         setting.contains('E') && setting.contains('x'),
@@ -125,12 +141,14 @@ async fn assert_publishes_expiries(redis: &mut ConnectionManager) {
 /// Every status an order's outbox events moved it to after HELD, by order, read through
 /// a connection of the test's own (no response timeout: the outbox may be long).
 async fn finishing_events(app: &TestApp, store: StoreId) -> HashMap<OrderId, Vec<String>> {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut redis = redis::Client::open(app.context.config.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap();
+    let config = &app.context.config;
+    let mut redis = RedisConn::open(
+        &config.redis_url,
+        config.redis_cluster,
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     let outbox = app.keys.store(store).outbox;
     let mut finished: HashMap<OrderId, Vec<String>> = HashMap::new();
     let mut from = "-".to_owned();
@@ -181,6 +199,32 @@ async fn private_app(redis: &PrivateRedis, options: TestOptions) -> TestApp {
     spawn_app_with(options.arg("redis-url", redis.url())).await
 }
 
+/// A Redis that publishes expired-key events: a private single node started with them on,
+/// or the local cluster, which has them on every node.
+enum Notifying {
+    Private(PrivateRedis),
+    Cluster,
+}
+
+impl Notifying {
+    fn on(topology: Topology) -> Self {
+        match topology {
+            Topology::Single => Self::Private(PrivateRedis::start_with(&[
+                "--notify-keyspace-events",
+                "Ex",
+            ])),
+            Topology::Cluster => Self::Cluster,
+        }
+    }
+
+    async fn app(&self, options: TestOptions) -> TestApp {
+        match self {
+            Self::Private(redis) => private_app(redis, options).await,
+            Self::Cluster => spawn_app_with(options.on(Topology::Cluster)).await,
+        }
+    }
+}
+
 /// HOLD_TTL and SWEEP_INTERVAL of a test. One customer takes every hold in these tests,
 /// so the per-customer hold cap is off.
 fn timing(hold_ttl: &str, sweep_interval: &str) -> TestOptions {
@@ -198,12 +242,17 @@ async fn sale(app: &TestApp, stock: i64) -> (StoreId, ProductId, String) {
     (store, product, token)
 }
 
-#[tokio::test]
-async fn expired_hold_returns_its_stock_within_moments_when_redis_publishes_expiries() {
+on_both_topologies!(
+    #[tokio::test]
+    expired_hold_returns_its_stock_within_moments_when_redis_publishes_expiries
+);
+async fn expired_hold_returns_its_stock_within_moments_when_redis_publishes_expiries(
+    topology: Topology,
+) {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
+    let redis = Notifying::on(topology);
     // A sweep an hour away: only the listener can release in time.
-    let app = private_app(&redis, timing("1s", "1h")).await;
+    let app = redis.app(timing("1s", "1h")).await;
     wait_for_listeners(&app.redis, 1).await;
     let (store, product, token) = sale(&app, 10).await;
 
@@ -274,11 +323,14 @@ async fn service_goes_on_with_one_warning_when_redis_refuses_config() {
     assert_eq!(log.matches("CONFIG refused").count(), 1, "{log}");
 }
 
-#[tokio::test]
-async fn confirm_racing_expiry_has_exactly_one_winner_per_hold() {
+on_both_topologies!(
+    #[tokio::test]
+    confirm_racing_expiry_has_exactly_one_winner_per_hold
+);
+async fn confirm_racing_expiry_has_exactly_one_winner_per_hold(topology: Topology) {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
-    let app = private_app(&redis, timing("1s", "20ms")).await;
+    let redis = Notifying::on(topology);
+    let app = redis.app(timing("1s", "20ms")).await;
     wait_for_listeners(&app.redis, 1).await;
     let initial = 1000;
     let (store, product, token) = sale(&app, initial).await;
@@ -394,11 +446,14 @@ async fn holds_outstanding_when_the_service_is_killed_are_released_once_after_re
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_thousand_holds_expiring_together_are_all_released() {
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    five_thousand_holds_expiring_together_are_all_released
+);
+async fn five_thousand_holds_expiring_together_are_all_released(topology: Topology) {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
-    let app = private_app(&redis, timing("3s", "200ms")).await;
+    let redis = Notifying::on(topology);
+    let app = redis.app(timing("3s", "200ms")).await;
     wait_for_listeners(&app.redis, 1).await;
     let store = app.create_store().await;
     let initial = 1000;
@@ -463,19 +518,22 @@ async fn five_thousand_holds_expiring_together_are_all_released() {
     assert_each_expired_once(&app, &holds).await;
 }
 
-#[tokio::test]
-async fn two_instances_release_every_expired_hold_exactly_once() {
+on_both_topologies!(
+    #[tokio::test]
+    two_instances_release_every_expired_hold_exactly_once
+);
+async fn two_instances_release_every_expired_hold_exactly_once(topology: Topology) {
     let _serial = one_at_a_time().await;
-    let redis = PrivateRedis::start_with(&["--notify-keyspace-events", "Ex"]);
+    let redis = Notifying::on(topology);
     let options = || timing("1s", "50ms");
-    let one = private_app(&redis, options()).await;
-    let two = private_app(
-        &redis,
-        options()
-            .arg("database-url", &one.database_url)
-            .arg("redis-key-prefix", one.keys.prefix()),
-    )
-    .await;
+    let one = redis.app(options()).await;
+    let two = redis
+        .app(
+            options()
+                .arg("database-url", &one.database_url)
+                .arg("redis-key-prefix", one.keys.prefix()),
+        )
+        .await;
     // Both listeners hear every expiry, and both sweepers run every 50 ms.
     wait_for_listeners(&one.redis, 2).await;
     let initial = 500;

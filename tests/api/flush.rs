@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestApp, TestOptions, one_at_a_time, redis_url, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time, redis_url, spawn_app,
+    spawn_app_with,
+};
 use crate::process::ServiceProcess;
 
 pub(crate) const LOCK: &str = "mutation($input: LockOrderInput!) { lockOrder(input: $input) { \
@@ -279,10 +282,13 @@ async fn outbox_lag_ms(app: &TestApp, store: StoreId) -> Option<i64> {
     Some(seconds * 1000 + micros / 1000 - id.split_once('-')?.0.parse::<i64>().ok()?)
 }
 
-#[tokio::test]
-async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once() {
+on_both_topologies!(
+    #[tokio::test]
+    two_thousand_confirmed_orders_land_in_mysql_exactly_once
+);
+async fn two_thousand_confirmed_orders_land_in_mysql_exactly_once(topology: Topology) {
     let _serial = one_at_a_time().await;
-    let app = spawn_app_with(flushing()).await;
+    let app = spawn_app_with(flushing().on(topology)).await;
     let sale = open_sale(&app, 40).await;
 
     let sampling = Arc::new(AtomicBool::new(true));
@@ -329,8 +335,13 @@ pub(crate) fn flusher(
     settings: &[(&str, &str)],
 ) -> ServiceProcess {
     let mut env = vec![("FLUSH_ENABLED", "true")];
+    // The test app's Redis: the shared node, or the cluster.
+    let config = &app.context.config;
+    if config.redis_cluster {
+        env.push(("REDIS_CLUSTER", "true"));
+    }
     env.extend_from_slice(settings);
-    ServiceProcess::spawn(app, database_url, &redis_url(), &env)
+    ServiceProcess::spawn(app, database_url, &config.redis_url, &env)
 }
 
 /// Locks and confirms orders through the same use cases the API calls, while no service
@@ -423,10 +434,13 @@ pub(crate) async fn pending_of(app: &TestApp, store: StoreId, consumer: &str) ->
         .map_or(0, |(_, pending)| pending)
 }
 
-#[tokio::test]
-async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice() {
+on_both_topologies!(
+    #[tokio::test]
+    a_killed_flusher_loses_nothing_and_counts_nothing_twice
+);
+async fn a_killed_flusher_loses_nothing_and_counts_nothing_twice(topology: Topology) {
     let _serial = one_at_a_time().await;
-    let mut app = spawn_app().await;
+    let mut app = spawn_app_with(TestOptions::default().on(topology)).await;
     let sale = open_sale(&app, 20).await;
     app.stop().await;
     let orders = confirm_without_flusher(&app, &sale, 0..600).await;
@@ -665,7 +679,11 @@ pub(crate) fn run_command(app: &TestApp, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_flashstock"))
         .args(args)
         .env("DATABASE_URL", &app.database_url)
-        .env("REDIS_URL", redis_url())
+        .env("REDIS_URL", &app.context.config.redis_url)
+        .env(
+            "REDIS_CLUSTER",
+            app.context.config.redis_cluster.to_string(),
+        )
         .env("REDIS_KEY_PREFIX", app.keys.prefix())
         .env("RUST_LOG", "warn")
         .output()
@@ -676,9 +694,12 @@ pub(crate) fn run_command(app: &TestApp, args: &[&str]) -> (bool, String) {
     )
 }
 
-#[tokio::test]
-async fn every_final_status_restocks_and_replays_are_recorded_once() {
-    let app = spawn_app_with(flushing().arg("hold-ttl", "1s")).await;
+on_both_topologies!(
+    #[tokio::test]
+    every_final_status_restocks_and_replays_are_recorded_once
+);
+async fn every_final_status_restocks_and_replays_are_recorded_once(topology: Topology) {
+    let app = spawn_app_with(flushing().arg("hold-ttl", "1s").on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 1_000, 100, None).await;
     let (_, customer) = app.create_customer().await;

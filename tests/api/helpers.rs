@@ -11,9 +11,9 @@ use flashstock::config::Cli;
 use flashstock::db::{self, Db, catalog::NewProduct};
 use flashstock::domain::{Email, ProductId, Role, StoreId, UserId};
 use flashstock::hold::KeySpace;
+use flashstock::redis_conn::RedisConn;
 use flashstock::startup::Application;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -32,6 +32,43 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
+
+/// The project's local Redis Cluster (`scripts/services` starts it and exports this): its
+/// seed nodes, separated by commas. It publishes expired-key events on every node.
+pub fn cluster_url() -> String {
+    std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_CLUSTER_URL is not set, so this test's Redis Cluster variant cannot run: \
+             run `scripts/services` (or `scripts/test`, which runs it first), which starts the \
+             local cluster and prints the REDIS_CLUSTER_URL to export"
+        )
+    })
+}
+
+/// Where a test's Redis runs: the tests of the hold, expiry and flush suites run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Single,
+    Cluster,
+}
+
+/// Runs a test body `async fn name(topology: Topology)` on a single Redis and on the Redis
+/// Cluster, as the tests `name::single` and `name::cluster`. The attributes are the tests'.
+macro_rules! on_both_topologies {
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            $(#[$attr])*
+            async fn single() {
+                super::$name($crate::helpers::Topology::Single).await
+            }
+            $(#[$attr])*
+            async fn cluster() {
+                super::$name($crate::helpers::Topology::Cluster).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_topologies;
 
 pub fn base_database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -57,7 +94,7 @@ pub struct TestApp {
     pub db: Db,
     pub db_name: String,
     pub database_url: String,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub keys: KeySpace,
     pub tokens: TokenKeys,
     pub catalog: std::sync::Arc<flashstock::catalog::Catalog>,
@@ -76,6 +113,17 @@ impl TestOptions {
     pub fn arg(mut self, name: &str, value: impl ToString) -> Self {
         self.settings.push((name.to_owned(), value.to_string()));
         self
+    }
+
+    /// The service on `topology`: the shared single Redis (REDIS_URL), or the local
+    /// Redis Cluster (REDIS_CLUSTER_URL).
+    pub fn on(self, topology: Topology) -> Self {
+        match topology {
+            Topology::Single => self,
+            Topology::Cluster => self
+                .arg("redis-url", cluster_url())
+                .arg("redis-cluster", true),
+        }
     }
 }
 
@@ -301,6 +349,7 @@ impl Drop for TestApp {
         }
         let db_name = self.db_name.clone();
         let prefix = self.keys.prefix().to_owned();
+        let redis = self.redis.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -308,7 +357,7 @@ impl Drop for TestApp {
                 .unwrap();
             runtime.block_on(async move {
                 drop_database(&db_name).await;
-                delete_keys(&prefix).await;
+                delete_keys(&redis, &prefix).await;
             });
         })
         .join();
@@ -341,22 +390,36 @@ pub async fn drop_database(name: &str) {
     db.close().await;
 }
 
-/// Deletes a test's Redis keys with SCAN, which never blocks Redis the way KEYS does.
-async fn delete_keys(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else {
+/// Deletes a test's Redis keys with SCAN, which never blocks Redis the way KEYS does; on
+/// a cluster, on every master (a key is deleted on its own, as keys of several slots
+/// cannot go in one DEL).
+async fn delete_keys(redis: &RedisConn, prefix: &str) {
+    let mut redis = redis.clone();
+    let Ok(nodes) = redis.nodes().await else {
         return;
     };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let mut keys: Vec<String> = Vec::new();
-    if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}:*")).await {
-        while let Some(Ok(key)) = iter.next_item().await {
-            keys.push(key);
+    for node in nodes.iter().filter(|node| node.master) {
+        let Ok(client) = redis.client_for(&node.addr) else {
+            continue;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if let Ok(mut iter) = conn.scan_match::<_, String>(format!("{prefix}:*")).await {
+            while let Some(Ok(key)) = iter.next_item().await {
+                keys.push(key);
+            }
         }
-    }
-    for chunk in keys.chunks(500) {
-        let _: redis::RedisResult<()> = conn.del(chunk).await;
+        if redis.is_cluster() {
+            for key in keys {
+                let _: redis::RedisResult<()> = conn.del(key).await;
+            }
+        } else {
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = conn.del(chunk).await;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use futures_util::{StreamExt, stream};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, Topology, on_both_topologies, spawn_app_with};
 
 const ORDER_FIELDS: &str = "id status totalCents heldUntil createdAt confirmedAt paymentReference
     lines { quantity unitPriceCents product { id } }";
@@ -179,9 +179,12 @@ fn millis(raw: &Value) -> i64 {
         .timestamp_millis()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn flash_sale_never_sells_more_than_stock() {
-    let app = spawn_app_with(storm()).await;
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    flash_sale_never_sells_more_than_stock
+);
+async fn flash_sale_never_sells_more_than_stock(topology: Topology) {
+    let app = spawn_app_with(storm().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 1999, 100, None).await;
     let tokens = customers(&app, 1000).await;
@@ -259,9 +262,12 @@ impl Lcg {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn multi_line_orders_are_all_or_nothing_under_contention() {
-    let app = spawn_app_with(storm()).await;
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    multi_line_orders_are_all_or_nothing_under_contention
+);
+async fn multi_line_orders_are_all_or_nothing_under_contention(topology: Topology) {
+    let app = spawn_app_with(storm().on(topology)).await;
     let store = app.create_store().await;
     let initial = [30, 50, 70];
     let mut products = Vec::new();
@@ -330,9 +336,12 @@ async fn multi_line_orders_are_all_or_nothing_under_contention() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn per_customer_limit_holds_under_a_race() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    per_customer_limit_holds_under_a_race
+);
+async fn per_customer_limit_holds_under_a_race(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 100, 100, Some(2)).await;
     let (_, token) = app.create_customer().await;
@@ -375,9 +384,12 @@ async fn per_customer_limit_holds_under_a_race() {
     assert_eq!(app.available(store, product).await, 97);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_idempotency_key_makes_one_order_even_when_requests_race() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    one_idempotency_key_makes_one_order_even_when_requests_race
+);
+async fn one_idempotency_key_makes_one_order_even_when_requests_race(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 250, 100, None).await;
     let (_, token) = app.create_customer().await;
@@ -406,9 +418,12 @@ async fn one_idempotency_key_makes_one_order_even_when_requests_race() {
     assert_eq!(app.available(store, product).await, 97);
 }
 
-#[tokio::test]
-async fn duplicate_lines_are_summed_into_one() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test]
+    duplicate_lines_are_summed_into_one
+);
+async fn duplicate_lines_are_summed_into_one(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 300, 10, None).await;
     let (_, token) = app.create_customer().await;
@@ -442,9 +457,17 @@ async fn duplicate_lines_are_summed_into_one() {
     assert_eq!(app.available(store, product).await, 5);
 }
 
-#[tokio::test]
-async fn invalid_orders_name_their_fault_and_change_nothing() {
-    let app = spawn_app_with(TestOptions::default().arg("max-order-lines", 3)).await;
+on_both_topologies!(
+    #[tokio::test]
+    invalid_orders_name_their_fault_and_change_nothing
+);
+async fn invalid_orders_name_their_fault_and_change_nothing(topology: Topology) {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("max-order-lines", 3)
+            .on(topology),
+    )
+    .await;
     let store = app.create_store().await;
     let other_store = app.create_store().await;
     let mut products = Vec::new();
@@ -507,9 +530,12 @@ async fn invalid_orders_name_their_fault_and_change_nothing() {
     assert_eq!(snapshot(&app, store, &products).await, before);
 }
 
-#[tokio::test]
-async fn confirm_and_cancel_follow_the_state_machine() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test]
+    confirm_and_cancel_follow_the_state_machine
+);
+async fn confirm_and_cancel_follow_the_state_machine(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 1000, 10, None).await;
     let (_, token) = app.create_customer().await;
@@ -607,9 +633,12 @@ async fn confirm_and_cancel_follow_the_state_machine() {
     assert!(order(&app, &token, "not-an-order").await.is_null());
 }
 
-#[tokio::test]
-async fn someone_elses_order_is_not_found_but_an_admin_sees_and_cancels_it() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test]
+    someone_elses_order_is_not_found_but_an_admin_sees_and_cancels_it
+);
+async fn someone_elses_order_is_not_found_but_an_admin_sees_and_cancels_it(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 100, 10, None).await;
     let (_, owner) = app.create_customer().await;
@@ -663,6 +692,8 @@ async fn wait_for_redis_time(app: &TestApp, deadline_ms: i64) {
     }
 }
 
+// Single-node by nature: the local cluster publishes expiries, and the listener would
+// release these holds before confirm or cancel could find them late.
 #[tokio::test]
 async fn a_hold_past_its_deadline_expires_on_confirm_or_cancel_and_returns_the_units() {
     // The sweeper waits an hour (and the shared Redis publishes no expiries), so only the
@@ -730,9 +761,12 @@ async fn a_hold_past_its_deadline_expires_on_confirm_or_cancel_and_returns_the_u
     assert_eq!(snapshot(&app, store, &[product]).await, [(4, 1, 0)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_restocks_each_add_their_units_once() {
-    let app = spawn_app().await;
+on_both_topologies!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_restocks_each_add_their_units_once
+);
+async fn concurrent_restocks_each_add_their_units_once(topology: Topology) {
+    let app = spawn_app_with(TestOptions::default().on(topology)).await;
     let store = app.create_store().await;
     let product = app.create_product(store, 100, 7, None).await;
     let (_, admin) = app.create_admin().await;
