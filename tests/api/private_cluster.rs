@@ -289,13 +289,19 @@ pub async fn nodes_of(ports: &[u16]) -> Vec<NodeInfo> {
 
 /// The port of the live master serving `key`'s slot, as the first answering node sees it.
 pub async fn master_of_key(ports: &[u16], key: &str) -> u16 {
+    serving_master(ports, key)
+        .await
+        .unwrap_or_else(|| panic!("no master serves {key}"))
+}
+
+/// The live master serving `key`'s slot, if any does (none while a failover runs).
+pub async fn serving_master(ports: &[u16], key: &str) -> Option<u16> {
     let slot = slot_of(ports, key).await;
     nodes_of(ports)
         .await
         .into_iter()
         .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-        .unwrap_or_else(|| panic!("no master serves slot {slot}"))
-        .port
+        .map(|n| n.port)
 }
 
 async fn slot_of(ports: &[u16], key: &str) -> u16 {
