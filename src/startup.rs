@@ -53,7 +53,8 @@ impl Application {
         // The scripts get a connection of their own: see `HoldEngine::with_script_connection`.
         let scripts = RedisConn::connect(&config).await?;
         let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
-            .with_script_connection(scripts);
+            .with_script_connection(scripts)
+            .waiting_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout);
         // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL
         // (an empty Redis counts once MySQL has seen the store's events). The server's run
         // id is read first, so the recovery watcher knows which server this check covered.

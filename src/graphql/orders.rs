@@ -12,7 +12,7 @@ use crate::db;
 use crate::domain::{IdempotencyKey, OrderId, OrderStatus, PaymentReference};
 use crate::error::ApiError;
 use crate::hold::Hold;
-use crate::orders::{self, LineInput, OrderError};
+use crate::orders::{self, LineInput, OrderAnswer, OrderError};
 
 #[derive(InputObject)]
 pub struct OrderLineInput {
@@ -145,16 +145,10 @@ pub struct OrderPayload {
     pub errors: Vec<OrderError>,
 }
 
-fn payload(result: Result<Hold, Vec<OrderError>>) -> OrderPayload {
-    match result {
-        Ok(hold) => OrderPayload {
-            order: Some(Order(hold)),
-            errors: Vec::new(),
-        },
-        Err(errors) => OrderPayload {
-            order: None,
-            errors,
-        },
+fn payload(answer: OrderAnswer) -> OrderPayload {
+    OrderPayload {
+        order: answer.order.map(Order),
+        errors: answer.errors,
     }
 }
 

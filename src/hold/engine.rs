@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
+use super::replication::ReplicaWait;
 use super::scripts::SCRIPTS;
 use crate::domain::{
     IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
@@ -186,6 +187,16 @@ pub struct HoldEngine {
     failures: Arc<AtomicU64>,
     checked: Arc<AtomicU64>,
     waitlist_ttl_ms: u64,
+    /// REDIS_WAIT_REPLICAS above 0: holds, confirms and cancels wait for replicas.
+    replicas: Option<ReplicaWait>,
+}
+
+/// A transition's outcome, and whether REDIS_WAIT_REPLICAS replicas had it in time
+/// (always true when nothing is waited for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicated<T> {
+    pub outcome: T,
+    pub replicated: bool,
 }
 
 /// Order ids a release script may give to waitlisted customers: at most this many
@@ -293,7 +304,22 @@ impl HoldEngine {
             recovering: Arc::default(),
             failures: Arc::default(),
             checked: Arc::default(),
+            replicas: None,
         }
+    }
+
+    /// Holds, confirms and cancels are answered once `replicas` replicas have them, or
+    /// `timeout` passed (then they say so: `Replicated::replicated` is false).
+    pub fn waiting_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then(|| {
+            ReplicaWait::new(
+                self.redis.clone(),
+                replicas,
+                timeout,
+                Duration::from_secs(5),
+            )
+        });
+        self
     }
 
     /// An engine on a connection of its own, for the command-line tools (`audit`, `pay`).
@@ -303,7 +329,8 @@ impl HoldEngine {
             redis,
             KeySpace::new(config.redis_key_prefix.clone()),
             config.hold_settings(),
-        ))
+        )
+        .waiting_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout))
     }
 
     /// Runs the scripts on a connection of their own, so that a server change is seen
@@ -328,12 +355,34 @@ impl HoldEngine {
     async fn run_idempotent(
         &self,
         script: &'static str,
+        store: StoreId,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> redis::RedisResult<Vec<String>> {
-        match self.run(script, invocation).await {
-            Err(error) if self.recovered_from(&error).await => self.run(script, invocation).await,
+    ) -> redis::RedisResult<(Vec<String>, bool)> {
+        match self.run_replicated(script, store, invocation).await {
+            Err(error) if self.recovered_from(&error).await => {
+                self.run_replicated(script, store, invocation).await
+            }
             result => result,
         }
+    }
+
+    /// Runs a transition's script; with REDIS_WAIT_REPLICAS, on a connection of its own to
+    /// the store's master, followed by `WAIT`. The flag: enough replicas had it in time.
+    async fn run_replicated(
+        &self,
+        script: &'static str,
+        store: StoreId,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<(Vec<String>, bool)> {
+        let Some(replicas) = &self.replicas else {
+            return Ok((self.run(script, invocation).await?, true));
+        };
+        let key = self.keys.store(store).stock;
+        let waited = self.watched(timed(script, replicas.run(&key, invocation)).await)?;
+        if !waited.replicated {
+            tracing::warn!(%store, script, "not on REDIS_WAIT_REPLICAS replicas in time");
+        }
+        Ok((waited.reply, waited.replicated))
     }
 
     /// Runs a script on the scripts' connection, timed, and counts a lost connection.
@@ -496,7 +545,7 @@ impl HoldEngine {
         self.redis.clone()
     }
 
-    pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<LockOutcome> {
+    pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<Replicated<LockOutcome>> {
         let store = request.order.store;
         let mut invocation = SCRIPTS.lock.prepare_invoke();
         self.store_keys(&mut invocation, store);
@@ -528,27 +577,31 @@ impl HoldEngine {
                 .arg(line.quantity)
                 .arg(line.unit_price_cents);
         }
-        let reply: Vec<String> = match self.run("lock", &invocation).await {
-            Ok(reply) => reply,
+        let (reply, replicated) = match self.run_replicated("lock", store, &invocation).await {
+            Ok(answer) => answer,
             Err(error) if self.recovered_from(&error).await => {
                 // The script may have run before the connection went: never hold twice.
                 if let Some(hold) = self.load(request.order).await? {
-                    return Ok(LockOutcome::Held {
-                        created_at: hold.created_at,
-                        held_until: hold.held_until,
-                        backordered: hold
-                            .lines
-                            .iter()
-                            .filter(|line| line.backordered > 0)
-                            .map(|line| (line.product, line.backordered))
-                            .collect(),
+                    return Ok(Replicated {
+                        outcome: LockOutcome::Held {
+                            created_at: hold.created_at,
+                            held_until: hold.held_until,
+                            backordered: hold
+                                .lines
+                                .iter()
+                                .filter(|line| line.backordered > 0)
+                                .map(|line| (line.product, line.backordered))
+                                .collect(),
+                        },
+                        // Whether replicas have it is not known: not claimed.
+                        replicated: self.replicas.is_none(),
                     });
                 }
-                self.run("lock", &invocation).await?
+                self.run_replicated("lock", store, &invocation).await?
             }
             Err(error) => return Err(error.into()),
         };
-        Ok(match reply.split_first() {
+        let outcome = match reply.split_first() {
             Some((tag, [created, until, rest @ ..])) if tag == "HELD" => LockOutcome::Held {
                 created_at: timestamp(created)?,
                 held_until: timestamp(until)?,
@@ -574,10 +627,17 @@ impl HoldEngine {
             Some((tag, rest)) if tag == "LIMIT" => LockOutcome::LimitExceeded(pairs(rest)?),
             Some((tag, rest)) if tag == "SHORT" => LockOutcome::Short(pairs(rest)?),
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 
-    pub async fn confirm(&self, confirmation: Confirmation<'_>) -> anyhow::Result<ConfirmOutcome> {
+    pub async fn confirm(
+        &self,
+        confirmation: Confirmation<'_>,
+    ) -> anyhow::Result<Replicated<ConfirmOutcome>> {
         let order = confirmation.order;
         let mut invocation = SCRIPTS.confirm.prepare_invoke();
         self.order_keys(&mut invocation, order);
@@ -602,8 +662,10 @@ impl HoldEngine {
                     .unwrap_or_default(),
             )
             .arg(self.payment_event_retention_ms);
-        let reply: Vec<String> = self.run_idempotent("confirm", &invocation).await?;
-        Ok(match reply.as_slice() {
+        let (reply, replicated) = self
+            .run_idempotent("confirm", order.store, &invocation)
+            .await?;
+        let outcome = match reply.as_slice() {
             [tag] if tag == "CONFIRMED" => {
                 metrics::confirmed();
                 ConfirmOutcome::Confirmed
@@ -623,6 +685,10 @@ impl HoldEngine {
                 OrderStatus::parse(status).ok_or_else(|| unexpected(&reply))?,
             ),
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 
@@ -631,7 +697,7 @@ impl HoldEngine {
         order: OrderId,
         user: UserId,
         is_admin: bool,
-    ) -> anyhow::Result<CancelOutcome> {
+    ) -> anyhow::Result<Replicated<CancelOutcome>> {
         let mut invocation = SCRIPTS.cancel.prepare_invoke();
         self.order_keys(&mut invocation, order);
         invocation
@@ -640,8 +706,10 @@ impl HoldEngine {
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
         self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
-        let reply: Vec<String> = self.run_idempotent("cancel", &invocation).await?;
-        Ok(match reply.first().map(String::as_str) {
+        let (reply, replicated) = self
+            .run_idempotent("cancel", order.store, &invocation)
+            .await?;
+        let outcome = match reply.first().map(String::as_str) {
             Some("CANCELLED") => {
                 metrics::released(ReleaseCause::Cancel, 1);
                 CancelOutcome::Cancelled
@@ -656,6 +724,10 @@ impl HoldEngine {
             Some("NOT_FOUND") => CancelOutcome::NotFound,
             Some("INVALID") => CancelOutcome::InvalidState,
             _ => return Err(unexpected(&reply)),
+        };
+        Ok(Replicated {
+            outcome,
+            replicated,
         })
     }
 

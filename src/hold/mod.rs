@@ -5,12 +5,14 @@
 mod engine;
 mod keys;
 mod record;
+mod replication;
 mod scripts;
 
 pub use engine::{
     BackorderFigures, CancelOutcome, ConfirmOutcome, Confirmation, HoldEngine, HoldSettings,
-    JoinOutcome, LockOutcome, LockRequest, RequestedLine, Restocked, SeedProduct, TermsChange,
-    TermsOutcome, WaitlistEntry,
+    JoinOutcome, LockOutcome, LockRequest, Replicated, RequestedLine, Restocked, SeedProduct,
+    TermsChange, TermsOutcome, WaitlistEntry,
 };
 pub use keys::KeySpace;
 pub use record::{Hold, HoldLine};
+pub use replication::ReplicaWait;

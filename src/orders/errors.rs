@@ -26,6 +26,10 @@ pub enum OrderErrorCode {
     NameTaken,
     /// Retryable: the store is being rebuilt from MySQL after Redis lost data.
     StoreRecovering,
+    /// Retryable, and comes with the order: the change happened, but fewer than
+    /// REDIS_WAIT_REPLICAS replicas had it in time, so a failover now could lose it. A
+    /// retry with the same idempotency key returns the same order.
+    NotReplicated,
 }
 
 impl OrderErrorCode {
@@ -47,6 +51,7 @@ impl OrderErrorCode {
             Self::StoreRecovering => "store_recovering",
             Self::BackorderLimitTooLow => "backorder_limit_too_low",
             Self::NameTaken => "name_taken",
+            Self::NotReplicated => "not_replicated",
         }
     }
 }
@@ -105,12 +110,56 @@ impl OrderError {
         )
     }
 
+    pub fn not_replicated() -> Self {
+        Self::new(
+            OrderErrorCode::NotReplicated,
+            "the change is made but not yet copied to enough Redis replicas; retry to confirm it",
+        )
+    }
+
     pub fn hold_expired() -> Self {
         Self::new(
             OrderErrorCode::HoldExpired,
             "the hold expired; its units went back to the sale",
         )
         .with_field("orderId")
+    }
+}
+
+/// What an order use case answers: the order, business errors, or both (a change that
+/// happened but is not on enough replicas yet: the order and NOT_REPLICATED).
+#[derive(Debug)]
+pub struct OrderAnswer {
+    pub order: Option<crate::hold::Hold>,
+    pub errors: Vec<OrderError>,
+}
+
+impl OrderAnswer {
+    /// The order, with NOT_REPLICATED unless `replicated`.
+    pub fn order(order: crate::hold::Hold, replicated: bool) -> Self {
+        Self {
+            order: Some(order),
+            errors: if replicated {
+                Vec::new()
+            } else {
+                vec![OrderError::not_replicated()]
+            },
+        }
+    }
+
+    pub fn refused(errors: Vec<OrderError>) -> Self {
+        Self {
+            order: None,
+            errors,
+        }
+    }
+
+    /// The order when there is no error; the errors otherwise.
+    pub fn into_result(self) -> Result<crate::hold::Hold, Vec<OrderError>> {
+        match self.order {
+            Some(order) if self.errors.is_empty() => Ok(order),
+            _ => Err(self.errors),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::catalog::Catalog;
 use crate::domain::{IdempotencyKey, OrderId, ProductId, StoreId};
 use crate::hold::{Hold, HoldEngine, LockOutcome, LockRequest, RequestedLine};
 
-use super::errors::{OrderError, OrderErrorCode};
+use super::errors::{OrderAnswer, OrderError, OrderErrorCode};
 use super::transitions::find_order;
 use crate::auth::Viewer;
 use crate::db::Db;
@@ -123,19 +123,21 @@ pub async fn lock_order(
     lines: &[LineInput],
     idempotency_key: Option<IdempotencyKey>,
     allow_backorder: bool,
-) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+) -> anyhow::Result<OrderAnswer> {
     let locked = lock(cx, viewer, lines, idempotency_key, allow_backorder).await;
     crate::metrics::lock_order(match &locked {
-        Ok(Locked::New(_)) => "held",
-        Ok(Locked::Existing(_)) => "existing",
-        Ok(Locked::Refused(errors)) => errors
+        Ok((Locked::New(_), _)) => "held",
+        Ok((Locked::Existing(_), _)) => "existing",
+        Ok((Locked::Refused(errors), _)) => errors
             .first()
             .map_or("refused", |error| error.code.snake_case()),
         Err(_) => "internal_server_error",
     });
     Ok(match locked? {
-        Locked::New(hold) | Locked::Existing(hold) => Ok(hold),
-        Locked::Refused(errors) => Err(errors),
+        (Locked::New(hold) | Locked::Existing(hold), replicated) => {
+            OrderAnswer::order(hold, replicated)
+        }
+        (Locked::Refused(errors), _) => OrderAnswer::refused(errors),
     })
 }
 
@@ -145,10 +147,10 @@ async fn lock(
     lines: &[LineInput],
     idempotency_key: Option<IdempotencyKey>,
     allow_backorder: bool,
-) -> anyhow::Result<Locked> {
+) -> anyhow::Result<(Locked, bool)> {
     let quantities = match parse_lines(lines, cx.limits) {
         Ok(quantities) => quantities,
-        Err(errors) => return Ok(Locked::Refused(errors)),
+        Err(errors) => return Ok((Locked::Refused(errors), true)),
     };
     let ids: Vec<ProductId> = quantities.keys().copied().collect();
     let products = cx.catalog.products(&ids).await?;
@@ -161,23 +163,26 @@ async fn lock(
         })
         .collect();
     if !unknown.is_empty() {
-        return Ok(Locked::Refused(unknown));
+        return Ok((Locked::Refused(unknown), true));
     }
     let stores: std::collections::BTreeSet<StoreId> = products.values().map(|p| p.store).collect();
     let store = match stores.into_iter().collect::<Vec<_>>().as_slice() {
         [store] => *store,
         _ => {
-            return Ok(Locked::Refused(vec![
-                OrderError::new(
-                    OrderErrorCode::MixedStores,
-                    "products must be from the same store",
-                )
-                .with_field("items"),
-            ]));
+            return Ok((
+                Locked::Refused(vec![
+                    OrderError::new(
+                        OrderErrorCode::MixedStores,
+                        "products must be from the same store",
+                    )
+                    .with_field("items"),
+                ]),
+                true,
+            ));
         }
     };
     if cx.engine.is_recovering(store) {
-        return Ok(Locked::Refused(vec![OrderError::store_recovering()]));
+        return Ok((Locked::Refused(vec![OrderError::store_recovering()]), true));
     }
     let request = LockRequest {
         order: OrderId::new(store),
@@ -197,8 +202,8 @@ async fn lock(
         allow_backorder,
     };
 
-    let mut outcome = cx.engine.lock(&request).await?;
-    if let LockOutcome::Uninitialised(missing) = &outcome {
+    let mut answer = cx.engine.lock(&request).await?;
+    if let LockOutcome::Uninitialised(missing) = &answer.outcome {
         // Redis lost these products' stock. If it lost writes MySQL has (a restart
         // without persistence), the whole store is rebuilt from MySQL; a product merely
         // new to Redis is seeded from MySQL, never over live values. Then once more.
@@ -208,9 +213,9 @@ async fn lock(
         {
             cx.catalog.reseed(missing).await?;
         }
-        outcome = cx.engine.lock(&request).await?;
+        answer = cx.engine.lock(&request).await?;
     }
-    Ok(match outcome {
+    let locked = match answer.outcome {
         LockOutcome::Held {
             created_at,
             held_until,
@@ -289,7 +294,8 @@ async fn lock(
         LockOutcome::Uninitialised(missing) => {
             anyhow::bail!("stock of {missing:?} is missing in Redis even after seeding")
         }
-    })
+    };
+    Ok((locked, answer.replicated))
 }
 
 #[cfg(test)]

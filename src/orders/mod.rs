@@ -5,6 +5,6 @@ mod errors;
 pub mod lock;
 mod transitions;
 
-pub use errors::{OrderError, OrderErrorCode};
+pub use errors::{OrderAnswer, OrderError, OrderErrorCode};
 pub use lock::{LineInput, LockLimits, lock_order};
 pub use transitions::{cancel_order, confirm_any_order, confirm_order, find_order};

@@ -1,6 +1,6 @@
 //! confirmOrder, cancelOrder and order lookups.
 
-use super::errors::{OrderError, OrderErrorCode};
+use super::errors::{OrderAnswer, OrderError, OrderErrorCode};
 use crate::auth::Viewer;
 use crate::db::{self, Db};
 use crate::domain::{OrderId, PaymentReference};
@@ -32,7 +32,7 @@ pub async fn confirm_order(
     viewer: Viewer,
     order: &str,
     payment: &PaymentReference,
-) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+) -> anyhow::Result<OrderAnswer> {
     confirm(db, engine, viewer, false, order, payment).await
 }
 
@@ -44,7 +44,7 @@ pub async fn confirm_any_order(
     admin: Viewer,
     order: &str,
     payment: &PaymentReference,
-) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+) -> anyhow::Result<OrderAnswer> {
     confirm(db, engine, admin, true, order, payment).await
 }
 
@@ -55,12 +55,12 @@ async fn confirm(
     any_owner: bool,
     order: &str,
     payment: &PaymentReference,
-) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+) -> anyhow::Result<OrderAnswer> {
     let Some(order) = OrderId::parse(order) else {
-        return Ok(Err(vec![OrderError::order_not_found()]));
+        return Ok(OrderAnswer::refused(vec![OrderError::order_not_found()]));
     };
     if engine.is_recovering(order.store) {
-        return Ok(Err(vec![OrderError::store_recovering()]));
+        return Ok(OrderAnswer::refused(vec![OrderError::store_recovering()]));
     }
     // A customer paying for their own hold is the usual case and leaves the ledger note
     // empty, as it always has; anyone else confirming (an ADMIN's fix) is recorded.
@@ -77,16 +77,17 @@ async fn confirm(
         amount_cents: None,
         event: None,
     };
-    Ok(match engine.confirm(confirmation).await? {
+    let answer = engine.confirm(confirmation).await?;
+    Ok(match answer.outcome {
         ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed => {
-            Ok(reload(db, engine, order).await?)
+            OrderAnswer::order(reload(db, engine, order).await?, answer.replicated)
         }
-        ConfirmOutcome::Expired => Err(vec![OrderError::hold_expired()]),
-        ConfirmOutcome::NotFound => Err(vec![OrderError::order_not_found()]),
+        ConfirmOutcome::Expired => OrderAnswer::refused(vec![OrderError::hold_expired()]),
+        ConfirmOutcome::NotFound => OrderAnswer::refused(vec![OrderError::order_not_found()]),
         ConfirmOutcome::AmountMismatch { .. } => {
             anyhow::bail!("confirmOrder checks no amount, yet the script said AMOUNT_MISMATCH")
         }
-        ConfirmOutcome::InvalidState(_) => Err(vec![
+        ConfirmOutcome::InvalidState(_) => OrderAnswer::refused(vec![
             OrderError::new(
                 OrderErrorCode::InvalidState,
                 "only a held order can be confirmed",
@@ -101,27 +102,26 @@ pub async fn cancel_order(
     engine: &HoldEngine,
     viewer: Viewer,
     order: &str,
-) -> anyhow::Result<Result<Hold, Vec<OrderError>>> {
+) -> anyhow::Result<OrderAnswer> {
     let Some(order) = OrderId::parse(order) else {
-        return Ok(Err(vec![OrderError::order_not_found()]));
+        return Ok(OrderAnswer::refused(vec![OrderError::order_not_found()]));
     };
     if engine.is_recovering(order.store) {
-        return Ok(Err(vec![OrderError::store_recovering()]));
+        return Ok(OrderAnswer::refused(vec![OrderError::store_recovering()]));
     }
-    Ok(
-        match engine.cancel(order, viewer.id, viewer.is_admin()).await? {
-            CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {
-                Ok(reload(db, engine, order).await?)
-            }
-            CancelOutcome::Expired => Err(vec![OrderError::hold_expired()]),
-            CancelOutcome::NotFound => Err(vec![OrderError::order_not_found()]),
-            CancelOutcome::InvalidState => Err(vec![
-                OrderError::new(
-                    OrderErrorCode::InvalidState,
-                    "only a held order can be cancelled",
-                )
-                .with_field("orderId"),
-            ]),
-        },
-    )
+    let answer = engine.cancel(order, viewer.id, viewer.is_admin()).await?;
+    Ok(match answer.outcome {
+        CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {
+            OrderAnswer::order(reload(db, engine, order).await?, answer.replicated)
+        }
+        CancelOutcome::Expired => OrderAnswer::refused(vec![OrderError::hold_expired()]),
+        CancelOutcome::NotFound => OrderAnswer::refused(vec![OrderError::order_not_found()]),
+        CancelOutcome::InvalidState => OrderAnswer::refused(vec![
+            OrderError::new(
+                OrderErrorCode::InvalidState,
+                "only a held order can be cancelled",
+            )
+            .with_field("orderId"),
+        ]),
+    })
 }

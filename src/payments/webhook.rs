@@ -144,7 +144,10 @@ async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Resp
             amount_cents: Some(event.amount_cents),
             event: Some(&event.id),
         })
-        .await?;
+        .await?
+        // The provider is answered by the outcome: the confirmation stands on the master
+        // either way, and a replay gets the same answer.
+        .outcome;
     let outcome = match outcome {
         // Redis no longer has the hold (finished longer ago than HOLD_RETENTION, or lost):
         // MySQL's record decides, and there is nothing left to change.

@@ -478,7 +478,7 @@ async fn five_thousand_holds_expiring_together_are_all_released(topology: Topolo
                 idempotency_key: None,
                 allow_backorder: false,
             };
-            match engine.lock(&request).await.unwrap() {
+            match engine.lock(&request).await.unwrap().outcome {
                 LockOutcome::Held { held_until, .. } => Held {
                     id: order,
                     held_until,

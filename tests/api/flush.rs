@@ -19,8 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time, redis_url, spawn_app,
-    spawn_app_with,
+    TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time, spawn_app, spawn_app_with,
 };
 use crate::process::ServiceProcess;
 
@@ -368,12 +367,14 @@ pub(crate) async fn confirm_without_flusher(
             let hold = orders::lock_order(app.context.lock_context(), viewer, &input, None, false)
                 .await
                 .unwrap()
+                .into_result()
                 .unwrap();
             let id = hold.id.to_string();
             let payment = PaymentReference::parse(&format!("pay-{n}")).unwrap();
             orders::confirm_order(&app.db, &app.context.engine, viewer, &id, &payment)
                 .await
                 .unwrap()
+                .into_result()
                 .unwrap();
             (id, lines)
         })

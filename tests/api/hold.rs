@@ -816,3 +816,70 @@ async fn concurrent_restocks_each_add_their_units_once(topology: Topology) {
     assert_eq!(app.available(store, product).await, 57);
     assert_eq!(outbox_len(&app, store).await, 50);
 }
+
+#[tokio::test]
+async fn a_change_no_replica_has_in_time_answers_with_the_order_and_not_replicated() {
+    // The shared Redis has no replica: WAIT 1 always runs out.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("redis-wait-replicas", 1)
+            .arg("redis-wait-timeout", "20ms"),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 5, None).await;
+    let (_, token) = app.create_customer().await;
+
+    let first = lock(&app, &token, json!([line(product, 2)]), Some("k-1")).await;
+    assert_eq!(codes(&first), ["NOT_REPLICATED"], "{first}");
+    assert_eq!(first["order"]["status"], "HELD", "{first}");
+    let id = first["order"]["id"].as_str().unwrap().to_owned();
+    // The hold stands on the master.
+    assert_eq!(
+        (
+            app.available(store, product).await,
+            app.held(store, product).await
+        ),
+        (3, 2)
+    );
+
+    // A retry with the same key is the same order, held once.
+    let retried = lock(&app, &token, json!([line(product, 2)]), Some("k-1")).await;
+    assert_eq!(retried["order"]["id"], id.as_str(), "{retried}");
+    assert_eq!(
+        (
+            app.available(store, product).await,
+            app.held(store, product).await
+        ),
+        (3, 2)
+    );
+
+    let confirmed = confirm(&app, &token, &id, "pay-1").await;
+    assert_eq!(codes(&confirmed), ["NOT_REPLICATED"], "{confirmed}");
+    assert_eq!(confirmed["order"]["status"], "CONFIRMED", "{confirmed}");
+    assert_eq!(
+        (
+            app.held(store, product).await,
+            app.sold(store, product).await
+        ),
+        (0, 2)
+    );
+}
+
+#[tokio::test]
+async fn on_a_cluster_with_replicas_a_replicated_change_answers_without_error() {
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("redis-wait-replicas", 1)
+            .arg("redis-wait-timeout", "2s")
+            .on(Topology::Cluster),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 5, None).await;
+    let (_, token) = app.create_customer().await;
+    let id = order_id(&lock(&app, &token, json!([line(product, 1)]), Some("k-1")).await);
+    let cancelled = cancel(&app, &token, &id).await;
+    assert_eq!(held_order(&cancelled)["status"], "CANCELLED");
+    assert_eq!(app.available(store, product).await, 5);
+}
