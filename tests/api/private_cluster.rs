@@ -202,6 +202,19 @@ impl PrivateCluster {
         }
     }
 
+    /// Starts a killed node again on its port and nodes.conf, empty: it rejoins the
+    /// cluster as a replica of whoever took its slots over, as a restarted machine would.
+    pub fn restart(&mut self, port: u16) {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("a node of this cluster");
+        assert!(self.nodes[index].child.is_none(), "node {port} is running");
+        self.start_node(index);
+        wait_for_port(port);
+    }
+
     pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
