@@ -366,6 +366,22 @@ impl HoldEngine {
         }
     }
 
+    /// For an answer repeated from an earlier call (an idempotent retry): whether the
+    /// master's writes so far, that call's included, are on enough replicas.
+    async fn earlier_writes_replicated(
+        &self,
+        store: StoreId,
+        replicated: bool,
+    ) -> redis::RedisResult<bool> {
+        match &self.replicas {
+            Some(replicas) => {
+                let sequence = self.keys.store(store).sequence();
+                self.watched(replicas.earlier_writes(&sequence).await)
+            }
+            None => Ok(replicated),
+        }
+    }
+
     /// Runs a transition's script; with REDIS_WAIT_REPLICAS, on a connection of its own to
     /// the store's master, followed by `WAIT`. The flag: enough replicas had it in time.
     async fn run_replicated(
@@ -577,7 +593,7 @@ impl HoldEngine {
                 .arg(line.quantity)
                 .arg(line.unit_price_cents);
         }
-        let (reply, replicated) = match self.run_replicated("lock", store, &invocation).await {
+        let (reply, mut replicated) = match self.run_replicated("lock", store, &invocation).await {
             Ok(answer) => answer,
             Err(error) if self.recovered_from(&error).await => {
                 // The script may have run before the connection went: never hold twice.
@@ -610,10 +626,15 @@ impl HoldEngine {
                     .map(|(product, units)| Ok((product, u32::try_from(units)?)))
                     .collect::<anyhow::Result<_>>()?,
             },
-            Some((tag, [uuid])) if tag == "EXISTING" => LockOutcome::Existing(OrderId {
-                store,
-                uuid: uuid.parse()?,
-            }),
+            Some((tag, [uuid])) if tag == "EXISTING" => {
+                // The hold was made by an earlier call, whose writes the WAIT above may not
+                // cover: ask again about everything the master has done so far.
+                replicated = self.earlier_writes_replicated(store, replicated).await?;
+                LockOutcome::Existing(OrderId {
+                    store,
+                    uuid: uuid.parse()?,
+                })
+            }
             Some((tag, [uuid])) if tag == "REUSED" => LockOutcome::KeyReused(OrderId {
                 store,
                 uuid: uuid.parse()?,
@@ -662,7 +683,7 @@ impl HoldEngine {
                     .unwrap_or_default(),
             )
             .arg(self.payment_event_retention_ms);
-        let (reply, replicated) = self
+        let (reply, mut replicated) = self
             .run_idempotent("confirm", order.store, &invocation)
             .await?;
         let outcome = match reply.as_slice() {
@@ -670,7 +691,12 @@ impl HoldEngine {
                 metrics::confirmed();
                 ConfirmOutcome::Confirmed
             }
-            [tag] if tag == "ALREADY" => ConfirmOutcome::AlreadyConfirmed,
+            [tag] if tag == "ALREADY" => {
+                replicated = self
+                    .earlier_writes_replicated(order.store, replicated)
+                    .await?;
+                ConfirmOutcome::AlreadyConfirmed
+            }
             [tag, ..] if tag == "EXPIRED" => {
                 if released_now(&reply) {
                     metrics::released(ReleaseCause::Lazy, 1);
@@ -706,7 +732,7 @@ impl HoldEngine {
             .arg(if is_admin { "1" } else { "0" })
             .arg(self.retention_ms);
         self.waitlist_args(&mut invocation, order.store, SPARE_ORDER_IDS);
-        let (reply, replicated) = self
+        let (reply, mut replicated) = self
             .run_idempotent("cancel", order.store, &invocation)
             .await?;
         let outcome = match reply.first().map(String::as_str) {
@@ -714,7 +740,12 @@ impl HoldEngine {
                 metrics::released(ReleaseCause::Cancel, 1);
                 CancelOutcome::Cancelled
             }
-            Some("ALREADY") => CancelOutcome::AlreadyCancelled,
+            Some("ALREADY") => {
+                replicated = self
+                    .earlier_writes_replicated(order.store, replicated)
+                    .await?;
+                CancelOutcome::AlreadyCancelled
+            }
             Some("EXPIRED") => {
                 if released_now(&reply) {
                     metrics::released(ReleaseCause::Lazy, 1);

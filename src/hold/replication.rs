@@ -83,6 +83,27 @@ impl ReplicaWait {
         }
     }
 
+    /// Whether every write the master made before this call (an earlier transition made
+    /// on another connection, answered again to a retry) is on enough replicas. `WAIT`
+    /// only covers its own connection's writes, so this connection first makes one that
+    /// changes nothing: `INCRBY key 0` on `key`, which must exist (the store's sequence).
+    pub async fn earlier_writes(&self, key: &str) -> RedisResult<bool> {
+        let node = self.master_of(key, false).await?;
+        let mut conn = self.take(&node).await?;
+        let _: i64 = redis::cmd("INCRBY")
+            .arg(key)
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(self.timeout_ms)
+            .query_async(&mut conn)
+            .await?;
+        self.give_back(node, conn);
+        Ok(acked >= i64::from(self.replicas))
+    }
+
     async fn master_of(&self, key: &str, list_again: bool) -> RedisResult<NodeAddr> {
         if !list_again && let Some(node) = self.redis.master_of(&self.nodes.read().await, key) {
             return Ok(node.addr.clone());

@@ -32,15 +32,29 @@ pub async fn run_id(engine: &crate::hold::HoldEngine) -> anyhow::Result<String> 
                 .ok_or_else(|| anyhow::anyhow!("INFO server of {node} has no run_id"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(match (ids.as_slice(), infos.as_slice()) {
-        ([id], [_]) if !engine.redis().is_cluster() => (*id).to_owned(),
-        _ => infos
-            .iter()
-            .zip(&ids)
-            .map(|((node, _), id)| format!("{node}={id}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    })
+    if !engine.redis().is_cluster()
+        && let [id] = ids.as_slice()
+    {
+        return Ok((*id).to_owned());
+    }
+    // The client answers for the masters it is connected to; the cluster's own view names
+    // a promoted replica as soon as the failover is done.
+    let mut masters: Vec<String> = engine
+        .redis()
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|node| node.master && !node.slots.is_empty())
+        .map(|node| node.addr.to_string())
+        .collect();
+    masters.sort();
+    let answered = infos
+        .iter()
+        .zip(&ids)
+        .map(|((node, _), id)| format!("{node}={id}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(format!("{answered}; masters {}", masters.join(",")))
 }
 
 pub async fn watch(app: AppContext, stop: CancellationToken) {

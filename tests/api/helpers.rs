@@ -349,7 +349,11 @@ impl Drop for TestApp {
         }
         let db_name = self.db_name.clone();
         let prefix = self.keys.prefix().to_owned();
-        let redis = self.redis.clone();
+        // A connection of the cleaning thread's own runtime: the app's lives on the test's.
+        let (redis_url, cluster) = (
+            self.context.config.redis_url.clone(),
+            self.context.config.redis_cluster,
+        );
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -357,7 +361,11 @@ impl Drop for TestApp {
                 .unwrap();
             runtime.block_on(async move {
                 drop_database(&db_name).await;
-                delete_keys(&redis, &prefix).await;
+                if let Ok(redis) =
+                    RedisConn::open(&redis_url, cluster, Duration::from_secs(30)).await
+                {
+                    delete_keys(&redis, &prefix).await;
+                }
             });
         })
         .join();

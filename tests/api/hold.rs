@@ -846,6 +846,8 @@ async fn a_change_no_replica_has_in_time_answers_with_the_order_and_not_replicat
     // A retry with the same key is the same order, held once.
     let retried = lock(&app, &token, json!([line(product, 2)]), Some("k-1")).await;
     assert_eq!(retried["order"]["id"], id.as_str(), "{retried}");
+    // Still on no replica, and the retry says so too.
+    assert_eq!(codes(&retried), ["NOT_REPLICATED"], "{retried}");
     assert_eq!(
         (
             app.available(store, product).await,
@@ -879,6 +881,8 @@ async fn on_a_cluster_with_replicas_a_replicated_change_answers_without_error() 
     let product = app.create_product(store, 100, 5, None).await;
     let (_, token) = app.create_customer().await;
     let id = order_id(&lock(&app, &token, json!([line(product, 1)]), Some("k-1")).await);
+    let retried = lock(&app, &token, json!([line(product, 1)]), Some("k-1")).await;
+    assert_eq!(order_id(&retried), id);
     let cancelled = cancel(&app, &token, &id).await;
     assert_eq!(held_order(&cancelled)["status"], "CANCELLED");
     assert_eq!(app.available(store, product).await, 5);
