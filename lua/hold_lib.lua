@@ -183,10 +183,12 @@ end
 --   <order id> <user id> <order status> <product>=<available> ...
 -- with '-' for the first three when no order changed (a restock or a snapshot).
 -- PUBLISH reaches every node of a cluster; SPUBLISH is the sharded, slot-local form.
-local function publish_change(order_id, user, status, pids)
+-- `available`, when given, is each product's availability as the script left it (a
+-- script that just wrote it knows it); otherwise it is read.
+local function publish_change(order_id, user, status, pids, available)
   local words = { order_id, user, status }
   if #pids > 0 then
-    local available = redis.call('HMGET', store.stock, unpack(pids))
+    available = available or redis.call('HMGET', store.stock, unpack(pids))
     for i = 1, #pids do
       if available[i] then
         words[#words + 1] = pids[i] .. '=' .. available[i]

@@ -79,13 +79,22 @@ if #unknown > 0 then
   return { 'UNKNOWN', unpack(unknown) }
 end
 
-local over = {}
+-- What the customer already has of every limited line, in one read.
+local limited, bought_fields = {}, {}
 for i = 1, n do
   if limits[i] > 0 then
-    local had = tonumber(redis.call('HGET', store.bought, user .. ':' .. pids[i]) or '0')
-    if had + qtys[i] > limits[i] then
+    limited[#limited + 1] = i
+    bought_fields[#bought_fields + 1] = user .. ':' .. pids[i]
+  end
+end
+local over = {}
+if #limited > 0 then
+  local had = redis.call('HMGET', store.bought, unpack(bought_fields))
+  for j, i in ipairs(limited) do
+    local units = tonumber(had[j] or '0')
+    if units + qtys[i] > limits[i] then
       over[#over + 1] = pids[i]
-      over[#over + 1] = math.max(limits[i] - had, 0)
+      over[#over + 1] = math.max(limits[i] - units, 0)
     end
   end
 end
@@ -117,10 +126,11 @@ end
 
 local now = now_ms()
 local held_until = now + hold_ttl_ms
-local lines, total = {}, 0
+local lines, total, left_after = {}, 0, {}
 for i = 1, n do
   local in_stock, bo = qtys[i] - backordered[i], backordered[i]
   incr(store.stock, pids[i], -in_stock)
+  left_after[i] = int(tonumber(available[i]) - in_stock)
   incr(store.held, pids[i], in_stock)
   if bo > 0 then
     redis.call('HINCRBY', store.backorder, pids[i], -bo)
@@ -147,7 +157,7 @@ end
 -- the hash back (this is the hottest script).
 redis.call('XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq(),
   unpack(fields))
-publish_change(order_id, user, 'HELD', pids)
+publish_change(order_id, user, 'HELD', pids, left_after)
 local reply = { 'HELD', now, held_until }
 for i = 1, n do
   if backordered[i] > 0 then

@@ -8,6 +8,7 @@ mod password;
 mod register_limit;
 mod revocation;
 mod token;
+mod verified_cache;
 
 pub use bearer::{Authentication, authenticate, authenticate_value};
 pub use login_limit::{ClientAddr, LoginLimiter};

@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::Viewer;
+use super::verified_cache::VerifiedTokens;
 use crate::domain::{Role, UserId};
 
 pub const ISSUER: &str = "flashstock";
@@ -48,6 +49,7 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    verified: VerifiedTokens,
 }
 
 impl TokenKeys {
@@ -59,6 +61,7 @@ impl TokenKeys {
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
+            verified: VerifiedTokens::new(validation.leeway),
             validation,
             ttl,
         }
@@ -81,7 +84,19 @@ impl TokenKeys {
         Ok((token, expires_at))
     }
 
+    /// The token's claims when its signature, issuer and expiry are good. A token seen
+    /// before is answered from `VerifiedTokens` until it expires (`verified_cache.rs`).
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let now = Utc::now().timestamp();
+        if let Some(verified) = self.verified.get(token, now) {
+            return Ok(verified);
+        }
+        let verified = self.verify_uncached(token)?;
+        self.verified.insert(token, &verified, now);
+        Ok(verified)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| TokenError)?;
         let claims = data.claims;

@@ -18,6 +18,7 @@ use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResu
 use super::cost::{CostError, DocumentCost, cost};
 use super::documents::DocumentCache;
 use super::text::scan;
+use super::validated::{RequestValidation, ValidationCache};
 use crate::error::codes;
 
 /// The limits, as configured (see docs/HARDENING.md).
@@ -40,11 +41,13 @@ impl Limits {
     }
 }
 
-/// The schema extension: the limits and the cache of documents that passed them.
+/// The schema extension: the limits, the cache of documents that passed them and the
+/// results of requests that passed validation.
 #[derive(Clone)]
 pub struct QueryLimits {
     limits: Limits,
     documents: Arc<DocumentCache>,
+    validated: Arc<ValidationCache>,
 }
 
 impl QueryLimits {
@@ -52,6 +55,7 @@ impl QueryLimits {
         Self {
             limits,
             documents: Arc::default(),
+            validated: Arc::default(),
         }
     }
 }
@@ -188,6 +192,9 @@ impl Extension for QueryLimits {
             .documents
             .get_or_admit(&request.query, || self.limits.admit(&request.query))?;
         request.set_parsed_query(document);
+        if let Some(validation) = self.validated.look_up(&request) {
+            request.data.insert(validation);
+        }
         next.run(ctx, request).await
     }
 
@@ -208,6 +215,11 @@ impl Extension for QueryLimits {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
+        // The same request passed before: its result is the one validation would give.
+        let cached = ctx.data_opt::<RequestValidation>();
+        if let Some(known) = cached.and_then(|validation| validation.known) {
+            return Ok(known);
+        }
         let result = next.run(ctx).await.map_err(|errors| {
             errors
                 .into_iter()
@@ -229,6 +241,9 @@ impl Extension for QueryLimits {
                 result.complexity,
                 self.limits.max_complexity,
             )]);
+        }
+        if let Some(validation) = cached {
+            validation.remember(result);
         }
         Ok(result)
     }

@@ -12,6 +12,7 @@ mod pagination;
 mod text;
 pub(crate) use text::scan as text_shape;
 mod users;
+mod validated;
 mod waitlist;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
