@@ -47,6 +47,10 @@ async fn run(
     match command {
         Command::Serve { no_migrate } => {
             shutdown::spawn_watchdog(config.shutdown_timeout)?;
+            // A misconfigured service says so before it takes any port (the metrics
+            // port may be another instance's, which would hide the real mistake).
+            config.validate()?;
+            config.require_jwt_secret()?;
             // Installed before anything counts; the listener lives as long as the process.
             if let Some(addr) = config.metrics_addr.0 {
                 let exporter = Exporter::install(addr).await?;
