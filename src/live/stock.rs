@@ -3,6 +3,7 @@
 //! per `min_interval` per product. A value held back by the interval is sent when the
 //! interval ends, so the last value a subscriber sees is always the latest.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::select_all;
@@ -12,10 +13,37 @@ use tokio::time::Instant;
 use super::hub::ProductWatch;
 use crate::domain::ProductId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A product's availability as its watch channel holds it, with the response every
+/// subscriber of the standard selection gets for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stock {
+    pub available: i64,
+    /// `{"data":{"stockChanged":{"productId":"<id>","available":<n>}}}`: the GraphQL
+    /// response to `stockChanged(...) { productId available }` for this value, exactly as
+    /// async-graphql serialises it. Rendered once per change and shared, so a product
+    /// followed by thousands of sockets costs one rendering per change, not one per socket
+    /// (src/http/ws_stock.rs sends it).
+    pub response: Arc<str>,
+}
+
+impl Stock {
+    pub fn new(product: ProductId, available: i64) -> Self {
+        Self {
+            available,
+            response: format!(
+                r#"{{"data":{{"stockChanged":{{"productId":"{product}","available":{available}}}}}}}"#
+            )
+            .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockUpdate {
     pub product: ProductId,
     pub available: i64,
+    /// See `Stock::response`.
+    pub response: Arc<str>,
 }
 
 struct Watched {
@@ -60,21 +88,26 @@ impl StockStream {
             for step in 0..count {
                 let index = (self.cursor + step) % count;
                 let entry = &mut self.products[index];
-                let Some(latest) = *entry.watch.latest.borrow_and_update() else {
+                let latest = entry.watch.latest.borrow_and_update();
+                let Some(stock) = latest.as_ref() else {
                     continue;
                 };
-                if entry.sent == Some(latest) {
+                if entry.sent == Some(stock.available) {
                     continue;
                 }
                 if entry.next_at <= now {
-                    entry.sent = Some(latest);
+                    entry.sent = Some(stock.available);
                     entry.next_at = now + self.min_interval;
-                    self.cursor = (index + 1) % count;
-                    return Some(StockUpdate {
+                    let update = StockUpdate {
                         product: entry.watch.product,
-                        available: latest,
-                    });
+                        available: stock.available,
+                        response: Arc::clone(&stock.response),
+                    };
+                    drop(latest);
+                    self.cursor = (index + 1) % count;
+                    return Some(update);
                 }
+                drop(latest);
                 wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
             }
             let changed = select_all(
