@@ -343,6 +343,10 @@ impl Connection {
         tokio::pin!(graphql);
 
         let stop = self.state.sockets.stop.clone();
+        // Made once: a new future per turn of the loop would join and leave the token's
+        // waiter list on every message.
+        let stopping = stop.cancelled();
+        tokio::pin!(stopping);
         let init_deadline = Instant::now() + config.ws_init_timeout;
         let keepalive = config.ws_keepalive_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
@@ -353,9 +357,64 @@ impl Connection {
         let goodbye = loop {
             let initialised = seen.lock().expect("socket state poisoned").initialised;
             let next = tokio::select! {
-                () = stop.cancelled() => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
-                () = tokio::time::sleep_until(init_deadline), if !initialised => {
-                    break Some(close_frame(close::INIT_TIMEOUT, "Connection initialisation timeout"));
+                // In this order, and no further than the first that is ready: a stock
+                // update (most of what a socket does during a sale) polls nothing else.
+                // Every branch still registers its wake-up whenever the ones before it
+                // are pending.
+                biased;
+                () = &mut stopping => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
+                Some((id, message)) = shared.next(), if !shared.is_empty() => match message {
+                    Some(text) => Message::Text(text.into()),
+                    // The product's channel closed (the hub is gone): the subscription ends.
+                    None => {
+                        shared.remove(&id);
+                        let mut seen = seen.lock().expect("socket state poisoned");
+                        seen.shared.remove(&id);
+                        seen.subscriptions.remove(&id);
+                        Message::Text(complete_message(&id).into())
+                    }
+                },
+                Some(request) = shared_requests.recv() => match request {
+                    SharedStock::Start(id, stream) => {
+                        let messages = ws_stock::messages(stream, &id, self.kind).boxed();
+                        shared.insert(id, messages);
+                        continue;
+                    }
+                    SharedStock::Replace(id) => {
+                        shared.remove(&id);
+                        continue;
+                    }
+                    SharedStock::Stop(id) => {
+                        if shared.remove(&id).is_none() {
+                            continue;
+                        }
+                        Message::Text(complete_message(&id).into())
+                    }
+                },
+                message = outgoing.recv() => match message {
+                    Some(Message::Text(text)) => {
+                        self.note_completed(&text, &seen);
+                        if text.starts_with(r#"{"type":"connection_ack""#) {
+                            seen.lock().expect("socket state poisoned").acked = true;
+                        }
+                        Message::Text(text)
+                    }
+                    // async-graphql closes a refused connection_init with 1002; the
+                    // protocol's word for a bad token is 4403.
+                    Some(Message::Close(Some(frame))) if frame.code == 1002 && frame.reason == FORBIDDEN => {
+                        close_frame(close::FORBIDDEN, FORBIDDEN)
+                    }
+                    Some(message) => message,
+                    // The protocol has ended (the client closed, or a protocol error).
+                    None => {
+                        let oversized = seen.lock().expect("socket state poisoned").oversized;
+                        break oversized.then(|| close_frame(close::TOO_BIG, "message over MAX_BODY_BYTES"));
+                    }
+                },
+                Some(text) = refused.recv() => Message::Text(text.into()),
+                () = &mut graphql, if !protocol_done => {
+                    protocol_done = true;
+                    continue;
                 }
                 _ = recheck.tick() => {
                     let current = token.lock().expect("socket token poisoned").clone();
@@ -378,59 +437,9 @@ impl Connection {
                     }
                     Message::Text(self.keepalive_message().into())
                 }
-                Some(text) = refused.recv() => Message::Text(text.into()),
-                Some(request) = shared_requests.recv() => match request {
-                    SharedStock::Start(id, stream) => {
-                        let messages = ws_stock::messages(stream, &id, self.kind).boxed();
-                        shared.insert(id, messages);
-                        continue;
-                    }
-                    SharedStock::Replace(id) => {
-                        shared.remove(&id);
-                        continue;
-                    }
-                    SharedStock::Stop(id) => {
-                        if shared.remove(&id).is_none() {
-                            continue;
-                        }
-                        Message::Text(complete_message(&id).into())
-                    }
-                },
-                Some((id, message)) = shared.next(), if !shared.is_empty() => match message {
-                    Some(text) => Message::Text(text.into()),
-                    // The product's channel closed (the hub is gone): the subscription ends.
-                    None => {
-                        shared.remove(&id);
-                        let mut seen = seen.lock().expect("socket state poisoned");
-                        seen.shared.remove(&id);
-                        seen.subscriptions.remove(&id);
-                        Message::Text(complete_message(&id).into())
-                    }
-                },
-                () = &mut graphql, if !protocol_done => {
-                    protocol_done = true;
-                    continue;
+                () = tokio::time::sleep_until(init_deadline), if !initialised => {
+                    break Some(close_frame(close::INIT_TIMEOUT, "Connection initialisation timeout"));
                 }
-                message = outgoing.recv() => match message {
-                    Some(Message::Text(text)) => {
-                        self.note_completed(&text, &seen);
-                        if text.starts_with(r#"{"type":"connection_ack""#) {
-                            seen.lock().expect("socket state poisoned").acked = true;
-                        }
-                        Message::Text(text)
-                    }
-                    // async-graphql closes a refused connection_init with 1002; the
-                    // protocol's word for a bad token is 4403.
-                    Some(Message::Close(Some(frame))) if frame.code == 1002 && frame.reason == FORBIDDEN => {
-                        close_frame(close::FORBIDDEN, FORBIDDEN)
-                    }
-                    Some(message) => message,
-                    // The protocol has ended (the client closed, or a protocol error).
-                    None => {
-                        let oversized = seen.lock().expect("socket state poisoned").oversized;
-                        break oversized.then(|| close_frame(close::TOO_BIG, "message over MAX_BODY_BYTES"));
-                    }
-                },
             };
             let closing = matches!(next, Message::Close(_));
             let sent = tokio::time::timeout(keepalive, to_client.send(next)).await;

@@ -83,11 +83,19 @@ impl StockStream {
         }
         loop {
             let now = Instant::now();
+            // A product inside its interval is not listened to: whatever it changes to by
+            // the interval's end is read then. Waking on every change of a busy product (a
+            // sale changes it many times per interval) would cost every subscriber a
+            // wake-up per change instead of one per interval.
             let mut wake_at: Option<Instant> = None;
             let count = self.products.len();
             for step in 0..count {
                 let index = (self.cursor + step) % count;
                 let entry = &mut self.products[index];
+                if entry.next_at > now {
+                    wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
+                    continue;
+                }
                 let latest = entry.watch.latest.borrow_and_update();
                 let Some(stock) = latest.as_ref() else {
                     continue;
@@ -95,32 +103,34 @@ impl StockStream {
                 if entry.sent == Some(stock.available) {
                     continue;
                 }
-                if entry.next_at <= now {
-                    entry.sent = Some(stock.available);
-                    entry.next_at = now + self.min_interval;
-                    let update = StockUpdate {
-                        product: entry.watch.product,
-                        available: stock.available,
-                        response: Arc::clone(&stock.response),
-                    };
-                    drop(latest);
-                    self.cursor = (index + 1) % count;
-                    return Some(update);
-                }
+                entry.sent = Some(stock.available);
+                entry.next_at = now + self.min_interval;
+                let update = StockUpdate {
+                    product: entry.watch.product,
+                    available: stock.available,
+                    response: Arc::clone(&stock.response),
+                };
                 drop(latest);
-                wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
+                self.cursor = (index + 1) % count;
+                return Some(update);
             }
-            let changed = select_all(
-                self.products
-                    .iter_mut()
-                    .map(|entry| entry.watch.latest.changed().boxed()),
-            );
-            let closed = match wake_at {
-                Some(at) => tokio::select! {
-                    (result, _, _) = changed => result.is_err(),
+            let listening: Vec<_> = self
+                .products
+                .iter_mut()
+                .filter(|entry| entry.next_at <= now)
+                .map(|entry| entry.watch.latest.changed().boxed())
+                .collect();
+            let closed = match (!listening.is_empty(), wake_at) {
+                (false, Some(at)) => {
+                    tokio::time::sleep_until(at).await;
+                    false
+                }
+                (false, None) => return None,
+                (true, Some(at)) => tokio::select! {
+                    (result, _, _) = select_all(listening) => result.is_err(),
                     () = tokio::time::sleep_until(at) => false,
                 },
-                None => changed.await.0.is_err(),
+                (true, None) => select_all(listening).await.0.is_err(),
             };
             if closed {
                 return None;
