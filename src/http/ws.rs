@@ -354,8 +354,13 @@ impl Connection {
         // HTTP checks revocation on every request; a socket's caller is checked as often
         // as a revoked token must stop working (within a second).
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
+        // Ticks missed before the token arrived are not made up in a burst.
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let goodbye = loop {
             let initialised = seen.lock().expect("socket state poisoned").initialised;
+            // Only a socket with a token has anything to recheck; thousands of anonymous
+            // storefront sockets would otherwise each wake every second for nothing.
+            let has_token = token.lock().expect("socket token poisoned").is_some();
             let next = tokio::select! {
                 // In this order, and no further than the first that is ready: a stock
                 // update (most of what a socket does during a sale) polls nothing else.
@@ -416,7 +421,7 @@ impl Connection {
                     protocol_done = true;
                     continue;
                 }
-                _ = recheck.tick() => {
+                _ = recheck.tick(), if has_token => {
                     let current = token.lock().expect("socket token poisoned").clone();
                     if let Some(current) = current
                         && !self.still_valid(&current).await
