@@ -101,17 +101,7 @@ impl Application {
             engine,
             catalog,
         };
-        let schema = build_schema(
-            Some(app.clone()),
-            SchemaLimits {
-                max_depth: app.config.graphql_max_depth,
-                max_complexity: app.config.graphql_max_complexity,
-                max_selections: app.config.graphql_max_selections,
-                max_tokens: app.config.graphql_max_tokens,
-                max_directives: app.config.graphql_max_directives,
-                introspection: app.config.graphql_introspection,
-            },
-        );
+        let schema = build_schema(Some(app.clone()), SchemaLimits::from_config(&app.config));
         let listener = TcpListener::bind(app.config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", app.config.listen_addr))?;

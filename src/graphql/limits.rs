@@ -33,6 +33,23 @@ pub struct Limits {
 }
 
 impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_depth: config.graphql_max_depth,
+            max_complexity: config.graphql_max_complexity,
+            max_selections: config.graphql_max_selections,
+            max_tokens: config.graphql_max_tokens,
+            max_directives: config.graphql_max_directives,
+            introspection: config.graphql_introspection,
+        }
+    }
+
+    /// The parsed document if `query` is within every limit checked before validation;
+    /// `None` for anything the schema would refuse or could not parse.
+    pub fn admitted(&self, query: &str) -> Option<ExecutableDocument> {
+        self.admit(query).ok()
+    }
+
     /// Brackets a query may nest in its text, and selection sets it may nest once its
     /// fragments are expanded. A field level opens one selection set; argument objects,
     /// lists and fragments open a few more, hence the factor.

@@ -23,6 +23,7 @@ use crate::error::{ApiError, RequestId};
 
 pub use limits::Limits as SchemaLimits;
 use limits::QueryLimits;
+pub use live::MAX_PRODUCTS as MAX_STOCK_PRODUCTS;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(

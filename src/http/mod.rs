@@ -12,6 +12,7 @@ mod negotiate;
 mod observe;
 mod storefront;
 mod ws;
+mod ws_stock;
 
 pub use ws::Sockets;
 

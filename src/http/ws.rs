@@ -6,7 +6,9 @@
 //! - close 4408 without `connection_init` within WS_INIT_TIMEOUT, and 4403 for a token
 //!   that is not valid;
 //! - at most WS_MAX_SUBSCRIPTIONS subscriptions per socket, messages up to MAX_BODY_BYTES;
-//! - keepalive pings, and close 1001 when the server shuts down.
+//! - keepalive pings, and close 1001 when the server shuts down;
+//! - stockChanged in its standard form served from the live hub's shared responses
+//!   (`ws_stock`), not executed once per socket.
 //!
 //! Who the client is comes from the `connection_init` payload, `{"authorization":
 //! "Bearer <token>"}` (browsers cannot set headers on a WebSocket), checked exactly like
@@ -26,17 +28,23 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request, State, WebSocketUpgr
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt, future};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, SinkExt, StreamExt, future};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use tokio_stream::StreamMap;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::HttpState;
 use super::client_addr::client_addr;
+use super::ws_stock;
 use crate::auth::{Authentication, Caller, ClientAddr, VerifiedToken, authenticate_value};
 use crate::config::Config;
 use crate::error::{Refusal, RequestId};
+use crate::graphql::SchemaLimits;
+use crate::live::StockStream;
 
 /// Close codes of the graphql-transport-ws protocol and RFC 6455 used here.
 mod close {
@@ -252,9 +260,28 @@ struct Connection {
 /// What the socket's reader learns, for the writer's timers and limits.
 struct Seen {
     initialised: bool,
+    /// The protocol has acknowledged `connection_init`: subscriptions may run from now on.
+    acked: bool,
     last_heard: Instant,
+    /// Every running subscription, however it is served (the per-socket limit).
     subscriptions: HashSet<String>,
+    /// Those served by `ws_stock` rather than by async-graphql.
+    shared: HashSet<String>,
     oversized: bool,
+}
+
+/// From the reader to the writer: the shared stockChanged subscriptions to start or end.
+enum SharedStock {
+    Start(String, StockStream),
+    /// The client reused the id for a new subscription: drop this one without a word, as
+    /// async-graphql does when a new subscription takes a running one's id.
+    Replace(String),
+    /// The client completed it: drop it and say `complete`.
+    Stop(String),
+}
+
+fn complete_message(id: &str) -> String {
+    serde_json::json!({ "type": "complete", "id": id }).to_string()
 }
 
 /// The few fields of a client message this layer looks at.
@@ -283,12 +310,16 @@ impl Connection {
         let (mut to_client, from_client) = socket.split();
         let seen = Arc::new(Mutex::new(Seen {
             initialised: false,
+            acked: false,
             last_heard: Instant::now(),
             subscriptions: HashSet::new(),
+            shared: HashSet::new(),
             oversized: false,
         }));
         let (refusals, mut refused) = mpsc::unbounded_channel::<String>();
-        let input = self.inspect_input(from_client, Arc::clone(&seen), refusals);
+        let (shared_control, mut shared_requests) = mpsc::unbounded_channel::<SharedStock>();
+        let mut shared: StreamMap<String, BoxStream<'static, Option<String>>> = StreamMap::new();
+        let input = self.inspect_input(from_client, Arc::clone(&seen), refusals, shared_control);
         let (output, mut outgoing) = mpsc::channel::<Message>(OUTGOING_BACKLOG);
 
         let app = Arc::clone(&self.state.app);
@@ -312,6 +343,10 @@ impl Connection {
         tokio::pin!(graphql);
 
         let stop = self.state.sockets.stop.clone();
+        // Made once: a new future per turn of the loop would join and leave the token's
+        // waiter list on every message.
+        let stopping = stop.cancelled();
+        tokio::pin!(stopping);
         let init_deadline = Instant::now() + config.ws_init_timeout;
         let keepalive = config.ws_keepalive_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
@@ -319,14 +354,74 @@ impl Connection {
         // HTTP checks revocation on every request; a socket's caller is checked as often
         // as a revoked token must stop working (within a second).
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
+        // Ticks missed before the token arrived are not made up in a burst.
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let goodbye = loop {
             let initialised = seen.lock().expect("socket state poisoned").initialised;
+            // Only a socket with a token has anything to recheck; thousands of anonymous
+            // storefront sockets would otherwise each wake every second for nothing.
+            let has_token = token.lock().expect("socket token poisoned").is_some();
             let next = tokio::select! {
-                () = stop.cancelled() => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
-                () = tokio::time::sleep_until(init_deadline), if !initialised => {
-                    break Some(close_frame(close::INIT_TIMEOUT, "Connection initialisation timeout"));
+                // In this order, and no further than the first that is ready: a stock
+                // update (most of what a socket does during a sale) polls nothing else.
+                // Every branch still registers its wake-up whenever the ones before it
+                // are pending.
+                biased;
+                () = &mut stopping => break Some(close_frame(close::GOING_AWAY, "server shutting down")),
+                Some((id, message)) = shared.next(), if !shared.is_empty() => match message {
+                    Some(text) => Message::Text(text.into()),
+                    // The product's channel closed (the hub is gone): the subscription ends.
+                    None => {
+                        shared.remove(&id);
+                        let mut seen = seen.lock().expect("socket state poisoned");
+                        seen.shared.remove(&id);
+                        seen.subscriptions.remove(&id);
+                        Message::Text(complete_message(&id).into())
+                    }
+                },
+                Some(request) = shared_requests.recv() => match request {
+                    SharedStock::Start(id, stream) => {
+                        let messages = ws_stock::messages(stream, &id, self.kind).boxed();
+                        shared.insert(id, messages);
+                        continue;
+                    }
+                    SharedStock::Replace(id) => {
+                        shared.remove(&id);
+                        continue;
+                    }
+                    SharedStock::Stop(id) => {
+                        if shared.remove(&id).is_none() {
+                            continue;
+                        }
+                        Message::Text(complete_message(&id).into())
+                    }
+                },
+                message = outgoing.recv() => match message {
+                    Some(Message::Text(text)) => {
+                        self.note_completed(&text, &seen);
+                        if text.starts_with(r#"{"type":"connection_ack""#) {
+                            seen.lock().expect("socket state poisoned").acked = true;
+                        }
+                        Message::Text(text)
+                    }
+                    // async-graphql closes a refused connection_init with 1002; the
+                    // protocol's word for a bad token is 4403.
+                    Some(Message::Close(Some(frame))) if frame.code == 1002 && frame.reason == FORBIDDEN => {
+                        close_frame(close::FORBIDDEN, FORBIDDEN)
+                    }
+                    Some(message) => message,
+                    // The protocol has ended (the client closed, or a protocol error).
+                    None => {
+                        let oversized = seen.lock().expect("socket state poisoned").oversized;
+                        break oversized.then(|| close_frame(close::TOO_BIG, "message over MAX_BODY_BYTES"));
+                    }
+                },
+                Some(text) = refused.recv() => Message::Text(text.into()),
+                () = &mut graphql, if !protocol_done => {
+                    protocol_done = true;
+                    continue;
                 }
-                _ = recheck.tick() => {
+                _ = recheck.tick(), if has_token => {
                     let current = token.lock().expect("socket token poisoned").clone();
                     if let Some(current) = current
                         && !self.still_valid(&current).await
@@ -347,28 +442,9 @@ impl Connection {
                     }
                     Message::Text(self.keepalive_message().into())
                 }
-                Some(text) = refused.recv() => Message::Text(text.into()),
-                () = &mut graphql, if !protocol_done => {
-                    protocol_done = true;
-                    continue;
+                () = tokio::time::sleep_until(init_deadline), if !initialised => {
+                    break Some(close_frame(close::INIT_TIMEOUT, "Connection initialisation timeout"));
                 }
-                message = outgoing.recv() => match message {
-                    Some(Message::Text(text)) => {
-                        self.note_completed(&text, &seen);
-                        Message::Text(text)
-                    }
-                    // async-graphql closes a refused connection_init with 1002; the
-                    // protocol's word for a bad token is 4403.
-                    Some(Message::Close(Some(frame))) if frame.code == 1002 && frame.reason == FORBIDDEN => {
-                        close_frame(close::FORBIDDEN, FORBIDDEN)
-                    }
-                    Some(message) => message,
-                    // The protocol has ended (the client closed, or a protocol error).
-                    None => {
-                        let oversized = seen.lock().expect("socket state poisoned").oversized;
-                        break oversized.then(|| close_frame(close::TOO_BIG, "message over MAX_BODY_BYTES"));
-                    }
-                },
             };
             let closing = matches!(next, Message::Close(_));
             let sent = tokio::time::timeout(keepalive, to_client.send(next)).await;
@@ -422,16 +498,20 @@ impl Connection {
     }
 
     /// The client's frames as the protocol should see them: notes init and liveness,
-    /// counts subscriptions and refuses those over the limit, and ends at a read error
-    /// (a message over MAX_BODY_BYTES among them).
+    /// counts subscriptions and refuses those over the limit, takes the standard
+    /// stockChanged subscriptions (and their completion) for `ws_stock`, and ends at a read
+    /// error (a message over MAX_BODY_BYTES among them).
     fn inspect_input(
         &self,
         from_client: futures_util::stream::SplitStream<WebSocket>,
         seen: Arc<Mutex<Seen>>,
         refusals: mpsc::UnboundedSender<String>,
+        shared_control: mpsc::UnboundedSender<SharedStock>,
     ) -> impl futures_util::Stream<Item = Result<Message, axum::Error>> + Send + 'static {
         let kind = self.kind;
         let limit = self.state.app.config.ws_max_subscriptions;
+        let limits = SchemaLimits::from_config(&self.state.app.config);
+        let app = Arc::clone(&self.state.app);
         let seen_on_error = Arc::clone(&seen);
         from_client
             .take_while(move |frame| {
@@ -450,37 +530,79 @@ impl Connection {
                 }
                 future::ready(ok)
             })
-            .filter_map(move |frame| {
-                let mut seen_now = seen.lock().expect("socket state poisoned");
-                seen_now.last_heard = Instant::now();
-                let passed = match frame {
-                    Ok(Message::Text(text)) => {
-                        admit(text.as_bytes(), kind, limit, &mut seen_now, &refusals)
-                            .then_some(Ok(Message::Text(text)))
+            .filter_map(
+                move |frame| -> BoxFuture<'static, Option<Result<Message, axum::Error>>> {
+                    let message = match frame {
+                        Ok(message @ (Message::Text(_) | Message::Binary(_))) => message,
+                        Ok(_) => {
+                            seen.lock().expect("socket state poisoned").last_heard = Instant::now();
+                            return future::ready(None).boxed();
+                        }
+                        Err(error) => return future::ready(Some(Err(error))).boxed(),
+                    };
+                    let bytes: &[u8] = match &message {
+                        Message::Text(text) => text.as_bytes(),
+                        Message::Binary(bytes) => bytes,
+                        _ => &[],
+                    };
+                    let mut seen_now = seen.lock().expect("socket state poisoned");
+                    seen_now.last_heard = Instant::now();
+                    // Whatever does not parse goes on: the protocol answers it (close 1002 or 4400).
+                    let peek = serde_json::from_slice::<Peek>(bytes).ok();
+                    let (kind_of, id) = peek
+                        .as_ref()
+                        .map_or(("", None), |p| (p.kind.as_str(), p.id.as_deref()));
+                    if let Some(id) = id
+                        && seen_now.shared.remove(id)
+                    {
+                        seen_now.subscriptions.remove(id);
+                        if matches!(kind_of, "complete" | "stop") {
+                            let _ = shared_control.send(SharedStock::Stop(id.to_owned()));
+                            return future::ready(None).boxed();
+                        }
+                        let _ = shared_control.send(SharedStock::Replace(id.to_owned()));
                     }
-                    Ok(Message::Binary(bytes)) => {
-                        admit(&bytes, kind, limit, &mut seen_now, &refusals)
-                            .then_some(Ok(Message::Binary(bytes)))
+                    let running = id.is_some_and(|id| seen_now.subscriptions.contains(id));
+                    if !admit(peek, kind, limit, &mut seen_now, &refusals) {
+                        return future::ready(None).boxed();
                     }
-                    Ok(_) => None,
-                    Err(error) => Some(Err(error)),
-                };
-                future::ready(passed)
-            })
+                    let plain = (seen_now.acked && !running)
+                        .then(|| ws_stock::plain_stock_subscription(bytes, &limits))
+                        .flatten();
+                    drop(seen_now);
+                    let Some(plain) = plain else {
+                        return future::ready(Some(Ok(message))).boxed();
+                    };
+                    let app = Arc::clone(&app);
+                    let seen = Arc::clone(&seen);
+                    let shared_control = shared_control.clone();
+                    async move {
+                        let Some(stream) = ws_stock::watch(&app, &plain.product_ids).await else {
+                            return Some(Ok(message));
+                        };
+                        seen.lock()
+                            .expect("socket state poisoned")
+                            .shared
+                            .insert(plain.id.clone());
+                        let _ = shared_control.send(SharedStock::Start(plain.id, stream));
+                        None
+                    }
+                    .boxed()
+                },
+            )
     }
 }
 
 /// Whether a client message goes on to the protocol. A subscription over the limit gets
 /// an error for its id instead and the socket stays open.
 fn admit(
-    bytes: &[u8],
+    peek: Option<Peek>,
     kind: WebSocketProtocols,
     limit: usize,
     seen: &mut Seen,
     refusals: &mpsc::UnboundedSender<String>,
 ) -> bool {
-    // Whatever does not parse goes on: the protocol answers it (close 1002 or 4400).
-    let Ok(Peek { kind: message, id }) = serde_json::from_slice::<Peek>(bytes) else {
+    let Some(Peek { kind: message, id }) = peek else {
         return true;
     };
     match (message.as_str(), id) {

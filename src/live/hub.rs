@@ -3,7 +3,8 @@
 //! the latest value, and nothing queues up behind it. Order changes go through one
 //! bounded `broadcast`; a subscriber that falls behind it learns so and reloads.
 //! A product's channel lives while someone watches it and is dropped with its last
-//! subscriber.
+//! subscriber. Each value carries its stockChanged response, rendered once per change
+//! (`Stock`), so the WebSocket layer sends the same bytes to every subscriber.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::message::{Change, OrderChange};
+use super::stock::Stock;
 use crate::domain::{ProductId, StoreId};
 
 /// Order changes a subscriber may fall behind by before it must reload.
@@ -38,7 +40,7 @@ pub(super) type SnapshotRequests = mpsc::UnboundedReceiver<(StoreId, ProductId)>
 pub(super) struct ProductFeed {
     product: ProductId,
     /// `None` until the first value (the snapshot) arrives.
-    latest: watch::Sender<Option<i64>>,
+    latest: watch::Sender<Option<Stock>>,
     hub: Weak<Inner>,
 }
 
@@ -60,7 +62,7 @@ impl Drop for ProductFeed {
 /// A subscriber's handle on one product: keeps the channel alive while held.
 pub struct ProductWatch {
     pub product: ProductId,
-    pub latest: watch::Receiver<Option<i64>>,
+    pub latest: watch::Receiver<Option<Stock>>,
     _feed: Arc<ProductFeed>,
 }
 
@@ -143,9 +145,11 @@ impl LiveHub {
             for (product, available) in &change.stock {
                 if let Some(feed) = products.get(product).and_then(Weak::upgrade) {
                     feed.latest.send_if_modified(|latest| {
-                        let modified = *latest != Some(*available);
-                        *latest = Some(*available);
-                        modified
+                        if latest.as_ref().is_some_and(|l| l.available == *available) {
+                            return false;
+                        }
+                        *latest = Some(Stock::new(*product, *available));
+                        true
                     });
                 }
             }
@@ -173,7 +177,10 @@ mod tests {
             order: None,
             stock: vec![(ProductId(5), 7), (ProductId(6), 1)],
         });
-        assert_eq!(*second.latest.borrow(), Some(7));
+        assert_eq!(
+            second.latest.borrow().as_ref().map(|s| s.available),
+            Some(7)
+        );
         drop(first);
         assert_eq!(hub.watched(), [ProductId(5)]);
         drop(second);

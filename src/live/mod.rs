@@ -10,4 +10,4 @@ mod stock;
 pub use feed::run;
 pub use hub::{LiveHub, OrderWatch, ProductWatch};
 pub use message::{Change, OrderChange};
-pub use stock::{StockStream, StockUpdate};
+pub use stock::{Stock, StockStream, StockUpdate};

@@ -3,6 +3,7 @@
 //! per `min_interval` per product. A value held back by the interval is sent when the
 //! interval ends, so the last value a subscriber sees is always the latest.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::select_all;
@@ -12,10 +13,37 @@ use tokio::time::Instant;
 use super::hub::ProductWatch;
 use crate::domain::ProductId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A product's availability as its watch channel holds it, with the response every
+/// subscriber of the standard selection gets for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stock {
+    pub available: i64,
+    /// `{"data":{"stockChanged":{"productId":"<id>","available":<n>}}}`: the GraphQL
+    /// response to `stockChanged(...) { productId available }` for this value, exactly as
+    /// async-graphql serialises it. Rendered once per change and shared, so a product
+    /// followed by thousands of sockets costs one rendering per change, not one per socket
+    /// (src/http/ws_stock.rs sends it).
+    pub response: Arc<str>,
+}
+
+impl Stock {
+    pub fn new(product: ProductId, available: i64) -> Self {
+        Self {
+            available,
+            response: format!(
+                r#"{{"data":{{"stockChanged":{{"productId":"{product}","available":{available}}}}}}}"#
+            )
+            .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockUpdate {
     pub product: ProductId,
     pub available: i64,
+    /// See `Stock::response`.
+    pub response: Arc<str>,
 }
 
 struct Watched {
@@ -55,39 +83,54 @@ impl StockStream {
         }
         loop {
             let now = Instant::now();
+            // A product inside its interval is not listened to: whatever it changes to by
+            // the interval's end is read then. Waking on every change of a busy product (a
+            // sale changes it many times per interval) would cost every subscriber a
+            // wake-up per change instead of one per interval.
             let mut wake_at: Option<Instant> = None;
             let count = self.products.len();
             for step in 0..count {
                 let index = (self.cursor + step) % count;
                 let entry = &mut self.products[index];
-                let Some(latest) = *entry.watch.latest.borrow_and_update() else {
+                if entry.next_at > now {
+                    wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
+                    continue;
+                }
+                let latest = entry.watch.latest.borrow_and_update();
+                let Some(stock) = latest.as_ref() else {
                     continue;
                 };
-                if entry.sent == Some(latest) {
+                if entry.sent == Some(stock.available) {
                     continue;
                 }
-                if entry.next_at <= now {
-                    entry.sent = Some(latest);
-                    entry.next_at = now + self.min_interval;
-                    self.cursor = (index + 1) % count;
-                    return Some(StockUpdate {
-                        product: entry.watch.product,
-                        available: latest,
-                    });
-                }
-                wake_at = Some(wake_at.map_or(entry.next_at, |at| at.min(entry.next_at)));
+                entry.sent = Some(stock.available);
+                entry.next_at = now + self.min_interval;
+                let update = StockUpdate {
+                    product: entry.watch.product,
+                    available: stock.available,
+                    response: Arc::clone(&stock.response),
+                };
+                drop(latest);
+                self.cursor = (index + 1) % count;
+                return Some(update);
             }
-            let changed = select_all(
-                self.products
-                    .iter_mut()
-                    .map(|entry| entry.watch.latest.changed().boxed()),
-            );
-            let closed = match wake_at {
-                Some(at) => tokio::select! {
-                    (result, _, _) = changed => result.is_err(),
+            let listening: Vec<_> = self
+                .products
+                .iter_mut()
+                .filter(|entry| entry.next_at <= now)
+                .map(|entry| entry.watch.latest.changed().boxed())
+                .collect();
+            let closed = match (!listening.is_empty(), wake_at) {
+                (false, Some(at)) => {
+                    tokio::time::sleep_until(at).await;
+                    false
+                }
+                (false, None) => return None,
+                (true, Some(at)) => tokio::select! {
+                    (result, _, _) = select_all(listening) => result.is_err(),
                     () = tokio::time::sleep_until(at) => false,
                 },
-                None => changed.await.0.is_err(),
+                (true, None) => select_all(listening).await.0.is_err(),
             };
             if closed {
                 return None;

@@ -126,6 +126,12 @@ impl Subscriber {
     }
 
     pub async fn try_message(&mut self, limit: Duration) -> Option<Value> {
+        let text = self.try_text(limit).await?;
+        Some(serde_json::from_str(&text).expect("JSON message"))
+    }
+
+    /// The next protocol message as the server wrote it, byte for byte.
+    pub async fn try_text(&mut self, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -141,7 +147,7 @@ impl Subscriber {
             match message["type"].as_str() {
                 Some("ping") => self.send(json!({ "type": "pong" })).await,
                 Some("ka") => {}
-                _ => return Some(message),
+                _ => return Some(text.to_string()),
             }
         }
     }
