@@ -725,7 +725,7 @@ async fn a_replica_promoted_behind_mysql_is_rebuilt_from_it_and_orders_resume() 
 }
 
 #[tokio::test]
-#[ignore = "fails today: a lockOrder in flight when the master dies is retried by the \
+#[ignore = "fails at times: a lockOrder in flight when the master dies is retried by the \
             cluster client on the promoted replica before it is rebuilt (docs/CLUSTER.md)"]
 async fn a_replica_promoted_behind_mysql_sells_nothing_twice_to_buyers_in_flight_at_the_kill() {
     promoted_replica_behind_mysql(Buyers::FromTheKill).await;
