@@ -432,6 +432,13 @@ impl HoldEngine {
         self.checked.fetch_max(failures, Ordering::SeqCst);
     }
 
+    /// Another server answers behind the connection (restarted, or a replica promoted):
+    /// every store waits, as after a lost connection, until the watcher has checked it,
+    /// even when a check fails and must be tried again.
+    pub fn server_changed(&self) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// True while a lost connection is not yet checked.
     pub fn server_unverified(&self) -> bool {
         self.failures.load(Ordering::SeqCst) > self.checked.load(Ordering::SeqCst)

@@ -1,9 +1,10 @@
 //! Notices when the Redis behind the connection is another server than before (it
 //! restarted, or a replica was promoted): its `run_id` changed. Every store is then
 //! checked against MySQL and rebuilt where Redis is behind, before it takes orders again.
-//! A script call that loses its connection stops every store at once
-//! (`HoldEngine::server_unverified`) until this watcher has looked at the server again:
-//! no order is taken on a restarted server before it was checked.
+//! A script call that loses its connection, or this watcher seeing another server, stops
+//! every store at once (`HoldEngine::server_unverified`) until the watcher has checked the
+//! server: no order is taken on a restarted server or a promoted replica before it was
+//! checked.
 
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ pub async fn watch(app: AppContext, stop: CancellationToken) {
             () = tokio::time::sleep(CHECK_EVERY) => {}
         }
         // Failures seen before this look at the server are covered by it.
-        let failures = app.engine.connection_failures();
+        let mut failures = app.engine.connection_failures();
         let Ok(current) = run_id(&app.engine).await else {
             continue;
         };
@@ -78,6 +79,11 @@ pub async fn watch(app: AppContext, stop: CancellationToken) {
                 run_id = current,
                 "another Redis server answers (restarted or promoted); checking every store against MySQL"
             );
+            // No store takes orders until the check below succeeds: a check that fails
+            // (a slot still without a master) clears the stores' own marks, and a
+            // promoted replica behind MySQL must not sell meanwhile.
+            app.engine.server_changed();
+            failures = app.engine.connection_failures();
             unchecked = true;
         }
         known = Some(current);

@@ -39,8 +39,9 @@ pub fn cluster_url() -> String {
     std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
         panic!(
             "REDIS_CLUSTER_URL is not set, so this test's Redis Cluster variant cannot run: \
-             run `scripts/services` (or `scripts/test`, which runs it first), which starts the \
-             local cluster and prints the REDIS_CLUSTER_URL to export"
+             start the local cluster and point the tests at it with \
+             `export REDIS_CLUSTER_URL=$(scripts/cluster)`, or run the tests through \
+             `scripts/test`, which does both"
         )
     })
 }

@@ -202,6 +202,45 @@ impl PrivateCluster {
         }
     }
 
+    /// SIGSTOPs the node on `port`: it neither answers nor applies anything until
+    /// `resume`, as a machine that froze would.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// SIGCONTs a paused node: it goes on from where it stopped.
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let pid = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .expect("a running node of this cluster")
+            .id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
+    /// `CONFIG SET name value` on every live node.
+    pub async fn config_set_all(&self, name: &str, value: &str) {
+        for port in self.live_ports() {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query_async(&mut self.node(port).await)
+                .await
+                .unwrap();
+        }
+    }
+
     /// Starts a killed node again on its port and nodes.conf, empty: it rejoins the
     /// cluster as a replica of whoever took its slots over, as a restarted machine would.
     pub fn restart(&mut self, port: u16) {
