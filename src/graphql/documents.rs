@@ -2,8 +2,8 @@
 //! operations over and over (with different variables), and parsing the text was the
 //! largest single cost of a lockOrder request; a cached document is cloned instead.
 //! Only documents that passed the query limits' costing are kept, so a cached document
-//! needs no costing again. Validation still runs on every request: it depends on the
-//! variables.
+//! needs no costing again. Validation depends on the variables too, so its results are
+//! kept apart, by document and variables (`validated.rs`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -306,15 +306,14 @@ impl HoldEngine {
 
     /// Holds, confirms and cancels are answered once `replicas` replicas have them, or
     /// `timeout` passed (then they say so: `Replicated::replicated` is false).
-    pub fn waiting_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
-        self.replicas = (replicas > 0).then(|| {
-            ReplicaWait::new(
-                self.redis.clone(),
-                replicas,
-                timeout,
-                Duration::from_secs(5),
-            )
-        });
+    pub fn waiting_for_replicas(
+        mut self,
+        replicas: u32,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        self.replicas = (replicas > 0)
+            .then(|| ReplicaWait::new(self.redis.clone(), replicas, timeout, response_timeout));
         self
     }
 
@@ -326,7 +325,11 @@ impl HoldEngine {
             KeySpace::new(config.redis_key_prefix.clone()),
             config.hold_settings(),
         )
-        .waiting_for_replicas(config.redis_wait_replicas, config.redis_wait_timeout))
+        .waiting_for_replicas(
+            config.redis_wait_replicas,
+            config.redis_wait_timeout,
+            config.redis_response_timeout,
+        ))
     }
 
     /// Runs the scripts on a connection of their own, so that a server change is seen
@@ -608,8 +611,9 @@ impl HoldEngine {
                                 .map(|line| (line.product, line.backordered))
                                 .collect(),
                         },
-                        // Whether replicas have it is not known: not claimed.
-                        replicated: self.replicas.is_none(),
+                        // Made on a connection now lost: whether replicas have it is
+                        // asked as for any answer repeated from an earlier call.
+                        replicated: self.earlier_writes_replicated(store, true).await?,
                     });
                 }
                 self.run_replicated("lock", store, &invocation).await?

@@ -56,16 +56,9 @@ impl ReplicaWait {
             let mut conn = self.take(&node).await?;
             match invocation.invoke_async::<T>(&mut conn).await {
                 Ok(reply) => {
-                    let acked: i64 = redis::cmd("WAIT")
-                        .arg(self.replicas)
-                        .arg(self.timeout_ms)
-                        .query_async(&mut conn)
-                        .await?;
+                    let replicated = self.wait(&mut conn).await?;
                     self.give_back(node, conn);
-                    return Ok(Waited {
-                        reply,
-                        replicated: acked >= i64::from(self.replicas),
-                    });
+                    return Ok(Waited { reply, replicated });
                 }
                 // The slot is elsewhere now (a failover, a resharding): the script did not
                 // run; list the nodes again and go to the new master once.
@@ -95,12 +88,18 @@ impl ReplicaWait {
             .arg(0)
             .query_async(&mut conn)
             .await?;
+        let replicated = self.wait(&mut conn).await?;
+        self.give_back(node, conn);
+        Ok(replicated)
+    }
+
+    /// `WAIT` for this connection's writes: whether enough replicas have them in time.
+    async fn wait(&self, conn: &mut MultiplexedConnection) -> RedisResult<bool> {
         let acked: i64 = redis::cmd("WAIT")
             .arg(self.replicas)
             .arg(self.timeout_ms)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
-        self.give_back(node, conn);
         Ok(acked >= i64::from(self.replicas))
     }
 

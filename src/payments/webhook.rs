@@ -124,6 +124,25 @@ fn recovering(event: &PaymentEvent) -> Response {
     response
 }
 
+fn not_replicated(event: &PaymentEvent) -> Response {
+    tracing::warn!(
+        event = event.id,
+        order = event.order_id,
+        "payment confirmed on the master but not yet on REDIS_WAIT_REPLICAS replicas: asked to retry"
+    );
+    let mut response = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NOT_REPLICATED",
+        "the payment is recorded but not yet replicated; retry shortly",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
 async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Response> {
     let app = &state.app;
     let Some(order) = OrderId::parse(&event.order_id) else {
@@ -134,7 +153,7 @@ async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Resp
         return Ok(recovering(event));
     }
     let confirmed_by = format!("payment:{}", event.id);
-    let outcome = app
+    let confirmed = app
         .engine
         .confirm(Confirmation {
             order,
@@ -144,11 +163,19 @@ async fn process(state: &HttpState, event: &PaymentEvent) -> anyhow::Result<Resp
             amount_cents: Some(event.amount_cents),
             event: Some(&event.id),
         })
-        .await?
-        // The provider is answered by the outcome: the confirmation stands on the master
-        // either way, and a replay gets the same answer.
-        .outcome;
-    let outcome = match outcome {
+        .await?;
+    // With REDIS_WAIT_REPLICAS, a payment is acknowledged only once replicas have it: the
+    // provider's retry (the same event) finds it confirmed and asks the replicas again, so
+    // a failover cannot lose a payment the provider stopped sending.
+    if !confirmed.replicated
+        && matches!(
+            confirmed.outcome,
+            ConfirmOutcome::Confirmed | ConfirmOutcome::AlreadyConfirmed
+        )
+    {
+        return Ok(not_replicated(event));
+    }
+    let outcome = match confirmed.outcome {
         // Redis no longer has the hold (finished longer ago than HOLD_RETENTION, or lost):
         // MySQL's record decides, and there is nothing left to change.
         ConfirmOutcome::NotFound => match crate::db::orders::order(&app.db, order).await? {

@@ -111,9 +111,11 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<Node> {
                 return None;
             };
             let flags: Vec<&str> = flags.split(',').collect();
+            // `fail?` (PFAIL) is only the answering node's suspicion; a node is gone once
+            // the cluster agrees (`fail`), or a slow ping would look like a failover.
             if flags
                 .iter()
-                .any(|f| matches!(*f, "fail" | "fail?" | "noaddr" | "handshake"))
+                .any(|f| matches!(*f, "fail" | "noaddr" | "handshake"))
                 || *link != "connected"
             {
                 return None;

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use flashstock::domain::{OrderId, ProductId, StoreId};
 use futures_util::{StreamExt, future::join_all, stream};
-use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::helpers::{TestApp, cluster_url, one_at_a_time, spawn_app};
+use crate::helpers::{TestApp, cluster_url, one_at_a_time, outbox_order_events, spawn_app};
 use crate::private_cluster::{
     PrivateCluster, connection_for_key, master_of_key, seed_ports, serving_master,
 };
@@ -133,31 +132,10 @@ async fn outbox_statuses(
     let outbox = app.keys.store(store).outbox;
     let mut redis = connection_for_key(ports, &outbox).await;
     let mut statuses: HashMap<String, Vec<String>> = HashMap::new();
-    let mut from = "-".to_owned();
-    loop {
-        let page: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&outbox)
-            .arg(&from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        let Some(last) = page.ids.last() else {
-            return statuses;
-        };
-        from = format!("({}", last.id);
-        for entry in page.ids {
-            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-            if field("type") == "order" {
-                statuses
-                    .entry(field("order"))
-                    .or_default()
-                    .push(field("status"));
-            }
-        }
+    for (order, status) in outbox_order_events(&mut redis, &outbox).await {
+        statuses.entry(order).or_default().push(status);
     }
+    statuses
 }
 
 /// MySQL's orders: uuid -> (status, version).

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use flashstock::redis_conn::RedisConn;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 
 use crate::process::ServiceProcess;
@@ -17,8 +16,8 @@ use flashstock::domain::{OrderId, ProductId, StoreId, UserId};
 use flashstock::hold::{LockOutcome, LockRequest, RequestedLine};
 
 use crate::helpers::{
-    PrivateRedis, TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time, redis_url,
-    spawn_app_with,
+    PrivateRedis, TestApp, TestOptions, Topology, on_both_topologies, one_at_a_time,
+    outbox_order_events, redis_url, spawn_app_with,
 };
 
 const LOCK: &str = "mutation($input: LockOrderInput!) {
@@ -151,33 +150,16 @@ async fn finishing_events(app: &TestApp, store: StoreId) -> HashMap<OrderId, Vec
     .unwrap();
     let outbox = app.keys.store(store).outbox;
     let mut finished: HashMap<OrderId, Vec<String>> = HashMap::new();
-    let mut from = "-".to_owned();
-    loop {
-        let page: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&outbox)
-            .arg(&from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        let Some(last) = page.ids.last() else {
-            return finished;
-        };
-        from = format!("({}", last.id);
-        for entry in page.ids {
-            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
-            if field("type") != "order" || field("status") == "HELD" {
-                continue;
-            }
+    for (order, status) in outbox_order_events(&mut redis, &outbox).await {
+        if status != "HELD" {
             let order = OrderId {
                 store,
-                uuid: field("order").parse().unwrap(),
+                uuid: order.parse().unwrap(),
             };
-            finished.entry(order).or_default().push(field("status"));
+            finished.entry(order).or_default().push(status);
         }
     }
+    finished
 }
 
 /// Each of `holds` has exactly one finishing event, EXPIRED, and there are no others.

@@ -493,3 +493,34 @@ impl Drop for PrivateRedis {
         let _ = self.child.wait();
     }
 }
+
+/// Every order event of a store's outbox, oldest first, as (order uuid, status), read page
+/// by page (an outbox of a long sale is larger than one reply should be).
+pub async fn outbox_order_events(
+    redis: &mut impl redis::aio::ConnectionLike,
+    outbox: &str,
+) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let mut from = "-".to_owned();
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(outbox)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(redis)
+            .await
+            .unwrap();
+        let Some(last) = page.ids.last() else {
+            return events;
+        };
+        from = format!("({}", last.id);
+        for entry in page.ids {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            if field("type") == "order" {
+                events.push((field("order"), field("status")));
+            }
+        }
+    }
+}

@@ -562,3 +562,38 @@ async fn the_pay_command_signs_and_sends_a_notification_like_a_provider() {
     assert!(replay.0, "{}", replay.1);
     assert_eq!(app.sold(store, product).await, 2);
 }
+
+/// With REDIS_WAIT_REPLICAS, a payment is acknowledged only once replicas have it: the
+/// shared Redis has none, so the provider is asked to retry, and each retry confirms
+/// nothing twice.
+#[tokio::test]
+async fn a_payment_no_replica_has_yet_is_asked_again_and_confirms_once() {
+    let app = spawn_app_with(
+        webhook_mode()
+            .arg("redis-wait-replicas", 1)
+            .arg("redis-wait-timeout", "20ms"),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 250, 10, None).await;
+    let (_, token) = app.create_customer().await;
+    let (order, total) = lock(&app, &token, product, 4).await;
+    let events = outbox_len(&app, store).await;
+
+    let paid = event("evt-1", &order, total);
+    for _ in 0..3 {
+        let answer = pay(&app, &paid).await;
+        assert_eq!(answer.0, 503, "{answer:?}");
+        assert_eq!(code(&answer), "NOT_REPLICATED", "{answer:?}");
+    }
+    // The confirmation stands on the master, made once.
+    assert_eq!(
+        (
+            app.available(store, product).await,
+            app.held(store, product).await,
+            app.sold(store, product).await
+        ),
+        (6, 0, 4)
+    );
+    assert_eq!(outbox_len(&app, store).await, events + 1);
+}
