@@ -212,11 +212,33 @@ impl OutboxConsumer {
                     )
                 }
             });
-            let entries: Vec<Entry> = futures_util::future::try_join_all(reads)
-                .await?
-                .into_iter()
-                .flatten()
-                .collect();
+            let entries: Vec<Entry> = if pending {
+                // Pending entries are re-read once, all stores together: a store skipped
+                // here would keep its delivered entries unread until the next start.
+                futures_util::future::try_join_all(reads)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            } else {
+                // New entries: a store whose slot has no master (a failover under way)
+                // must not stop the others; its entries wait in its stream for a later read.
+                let mut entries = Vec::new();
+                let mut failed = None;
+                for read in futures_util::future::join_all(reads).await {
+                    match read {
+                        Ok(read) => entries.extend(read),
+                        Err(error) => failed = Some(error),
+                    }
+                }
+                if let Some(error) = failed {
+                    if entries.is_empty() {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, "an outbox stream could not be read; the others are flushed");
+                }
+                entries
+            };
             if pending || !entries.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(entries);
             }
