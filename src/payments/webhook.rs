@@ -111,17 +111,10 @@ fn recovering(event: &PaymentEvent) -> Response {
         order = event.order_id,
         "payment notification while the order's store is rebuilt from MySQL: asked to retry"
     );
-    let mut response = Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+    retry_shortly(
         "STORE_RECOVERING",
         "the order's store is being rebuilt after a Redis fault; retry shortly",
     )
-    .into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("1"),
-    );
-    response
 }
 
 fn not_replicated(event: &PaymentEvent) -> Response {
@@ -130,12 +123,15 @@ fn not_replicated(event: &PaymentEvent) -> Response {
         order = event.order_id,
         "payment confirmed on the master but not yet on REDIS_WAIT_REPLICAS replicas: asked to retry"
     );
-    let mut response = Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+    retry_shortly(
         "NOT_REPLICATED",
         "the payment is recorded but not yet replicated; retry shortly",
     )
-    .into_response();
+}
+
+/// `503` with `Retry-After: 1`: the provider sends the same event again in a moment.
+fn retry_shortly(code: &'static str, message: &'static str) -> Response {
+    let mut response = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
     response.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("1"),

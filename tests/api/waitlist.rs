@@ -40,6 +40,27 @@ fn data(body: Value, field: &str) -> Value {
     body["data"][field].clone()
 }
 
+/// One `lockOrder` of one unit, as a buyer polling for returned units sends it: whether
+/// it got an order.
+async fn lock_one_unit(
+    http: &reqwest::Client,
+    address: &str,
+    token: &str,
+    product: ProductId,
+) -> bool {
+    let body: Value = http
+        .post(format!("{address}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": LOCK, "variables": { "id": product.to_string() } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    !body["data"]["lockOrder"]["order"].is_null()
+}
+
 async fn join(app: &TestApp, token: &str, product: ProductId, quantity: i64) -> Value {
     let variables = json!({ "id": product.to_string(), "quantity": quantity });
     data(
@@ -175,17 +196,7 @@ async fn returning_units_go_to_the_waitlist_in_order_and_never_to_a_poller() {
         let http = app.http.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let body: Value = http
-                    .post(format!("{app_address}/graphql"))
-                    .bearer_auth(&poller)
-                    .json(&json!({ "query": LOCK, "variables": { "id": product.to_string() } }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if !body["data"]["lockOrder"]["order"].is_null() {
+                if lock_one_unit(&http, &app_address, &poller, product).await {
                     polled.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -508,17 +519,7 @@ fn racing_buyers(
             async move {
                 let mut got = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let body: Value = http
-                        .post(format!("{address}/graphql"))
-                        .bearer_auth(&token)
-                        .json(&json!({ "query": LOCK, "variables": { "id": product.to_string() } }))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
-                    if !body["data"]["lockOrder"]["order"].is_null() {
+                    if lock_one_unit(&http, &address, &token, product).await {
                         got += 1;
                     }
                 }
