@@ -224,6 +224,7 @@ async fn two_instances_sell_two_stores_on_two_masters_and_release_each_hold_once
     let url = cluster_url();
     let ports = seed_ports(&url);
     let mut app = spawn_app().await;
+    app.keys_also_on_cluster(&url);
     let first = app.create_store().await;
     let first_master = master_of_key(&ports, &app.keys.store(first).stock).await;
     let mut second = app.create_store().await;

@@ -100,6 +100,9 @@ pub struct TestApp {
     pub tokens: TokenKeys,
     pub catalog: std::sync::Arc<flashstock::catalog::Catalog>,
     pub context: flashstock::context::AppContext,
+    /// A cluster that service processes of this test wrote to under its key prefix:
+    /// cleaned on drop too (`keys_also_on_cluster`).
+    also_cluster: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -197,12 +200,19 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         tokens: TokenKeys::new(JWT_SECRET, Duration::from_secs(3600)),
         catalog: context.catalog.clone(),
         context,
+        also_cluster: None,
         shutdown: Some(shutdown),
         server: Some(server),
     }
 }
 
 impl TestApp {
+    /// Service processes of the test run on this cluster with the app's key prefix: its
+    /// keys there are deleted with the rest when the app is dropped.
+    pub fn keys_also_on_cluster(&mut self, cluster_url: &str) {
+        self.also_cluster = Some(cluster_url.to_owned());
+    }
+
     /// POSTs one GraphQL operation and returns the whole JSON body.
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
         let mut request = self
@@ -355,6 +365,7 @@ impl Drop for TestApp {
             self.context.config.redis_url.clone(),
             self.context.config.redis_cluster,
         );
+        let also_cluster = self.also_cluster.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -364,6 +375,11 @@ impl Drop for TestApp {
                 drop_database(&db_name).await;
                 if let Ok(redis) =
                     RedisConn::open(&redis_url, cluster, Duration::from_secs(30)).await
+                {
+                    delete_keys(&redis, &prefix).await;
+                }
+                if let Some(url) = also_cluster
+                    && let Ok(redis) = RedisConn::open(&url, true, Duration::from_secs(30)).await
                 {
                     delete_keys(&redis, &prefix).await;
                 }
