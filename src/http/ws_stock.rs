@@ -65,6 +65,11 @@ struct Payload {
     extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The standard form's depth (`stockChanged`, then its two fields) and complexity (one per
+/// field), as async-graphql's validation counts them.
+const STANDARD_DEPTH: usize = 2;
+const STANDARD_COMPLEXITY: usize = 3;
+
 /// The subscription in `message` if it is the standard stockChanged and within `limits`;
 /// `None` sends the message on to async-graphql.
 pub fn plain_stock_subscription(
@@ -77,6 +82,11 @@ pub fn plain_stock_subscription(
     }
     let payload = subscribe.payload;
     if payload.extensions.is_some_and(|e| !e.is_empty()) {
+        return None;
+    }
+    // Depth and complexity are checked after validation, which this path skips: a service
+    // configured below the standard form's own refuses it there, with its error.
+    if limits.max_depth < STANDARD_DEPTH || limits.max_complexity < STANDARD_COMPLEXITY {
         return None;
     }
     let document = limits.admitted(&payload.query)?;
@@ -354,5 +364,23 @@ mod tests {
         };
         let message = subscribe(serde_json::json!({ "query": STANDARD, "variables": ids }));
         assert_eq!(plain_stock_subscription(&message, &tight), None);
+        for tight in [
+            SchemaLimits {
+                max_depth: 1,
+                ..limits()
+            },
+            SchemaLimits {
+                max_complexity: 2,
+                ..limits()
+            },
+        ] {
+            assert_eq!(plain_stock_subscription(&message, &tight), None);
+        }
+        let just_enough = SchemaLimits {
+            max_depth: 2,
+            max_complexity: 3,
+            ..limits()
+        };
+        assert!(plain_stock_subscription(&message, &just_enough).is_some());
     }
 }
