@@ -65,7 +65,7 @@ impl LiveSubscription {
             })?;
             watches.push(app.live.watch_product(row.store, id));
         }
-        Ok(StockStream::new(watches, app.live.min_interval())
+        Ok(StockStream::new(watches, std::sync::Arc::clone(app.live.pace()))
             .into_stream()
             .map(|update| StockUpdate {
                 product_id: ID(update.product.to_string()),
@@ -190,6 +190,13 @@ fn orders_of(
                     Err(RecvError::Closed) => return None,
                 };
                 let item = match find_order(&app.db, &app.engine, change.order).await {
+                    // Read after a later transition (a hold cancelled at once): the change
+                    // being reported is still the hold, and the next message reports the rest.
+                    Ok(Some(hold))
+                        if change.status == OrderStatus::Held && hold.status != OrderStatus::Held =>
+                    {
+                        Ok(Order(hold.as_held()))
+                    }
                     Ok(Some(hold)) => Ok(Order(hold)),
                     Ok(None) => continue,
                     Err(error) => Err(internal(error, request_id.as_ref())),

@@ -61,6 +61,21 @@ fn decode_lines(raw: &str) -> Option<Vec<HoldLine>> {
 }
 
 impl Hold {
+    /// The order as it stood while HELD, from a record read after it moved on. HELD is the
+    /// only state that precedes a transition, and a transition only adds the fields below,
+    /// so this is exactly the record the hold script wrote.
+    pub fn as_held(self) -> Self {
+        Self {
+            status: OrderStatus::Held,
+            confirmed_at: None,
+            finished_at: None,
+            payment_reference: None,
+            confirmed_by: None,
+            version: 1,
+            ..self
+        }
+    }
+
     /// Parses the fields written by the scripts; `None` when the hash is absent or damaged.
     pub fn from_fields(id: OrderId, fields: &HashMap<String, String>) -> Option<Self> {
         let get = |name: &str| {
