@@ -1,7 +1,8 @@
 //! The subscriber side of `scripts/live-bench`: opens `--subscribers` WebSockets that
 //! follow a sale product and a probe product (stockChanged, graphql-transport-ws), then
 //! holds one unit of the probe every `--pace-ms`, and reports how long each hold took to
-//! reach the subscribers. A load generator written to cost little per message, so that on
+//! reach the subscribers: until each saw that hold's value or a later one (a coalesced
+//! update carries every hold before it). A load generator written to cost little per message, so that on
 //! a machine it shares with the service, the service is what gets measured.
 //!
 //!   cargo run --release --example live_subscribers -- --url http://127.0.0.1:8080 \
@@ -46,6 +47,10 @@ struct Args {
     /// A customer's token for the probe holds.
     #[arg(long)]
     token: String,
+    /// How long to wait after the last probe hold before reading the true values: enough
+    /// for every socket's last update, an interval or two of the service's.
+    #[arg(long, default_value_t = 2000)]
+    settle_ms: u64,
     /// Sockets being opened at once.
     #[arg(long, default_value_t = 200)]
     connect_parallel: usize,
@@ -232,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let messages = MESSAGES.load(Ordering::Relaxed) - messages_before;
     // Settle: every socket gets the last values within an interval or two.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let truth = (
         available(&http, &args, args.sale).await?,
         available(&http, &args, args.probe).await?,
@@ -246,9 +251,16 @@ async fn main() -> anyhow::Result<()> {
                 if (seen.sale, seen.probe) != (Some(truth.0), Some(truth.1)) {
                     stale += 1;
                 }
-                for (k, at) in seen.probe_at.iter().enumerate().skip(1) {
-                    if let (Some(at), Some(sent)) = (at, sent_at[k]) {
-                        latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                // Hold k reached this socket with the first value at or past it: walk
+                // from the last hold back, keeping the earliest arrival seen so far.
+                let mut reached: Option<Instant> = None;
+                for k in (1..seen.probe_at.len()).rev() {
+                    reached = match (reached, seen.probe_at[k]) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if let (Some(at), Some(sent)) = (reached, sent_at[k]) {
+                        latencies.push(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
                     }
                 }
             }

@@ -303,6 +303,15 @@ pub struct Config {
     /// in between are coalesced into the latest value.
     #[arg(long, env = "LIVE_MIN_INTERVAL", default_value = "100ms", value_parser = duration, global = true)]
     pub live_min_interval: Duration,
+    /// Most stock updates a second this process sends to all its subscribers together;
+    /// past it, each subscriber's interval stretches beyond LIVE_MIN_INTERVAL (0: no budget).
+    #[arg(
+        long,
+        env = "LIVE_MAX_UPDATES_PER_SECOND",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub live_max_updates_per_second: u32,
     /// A WebSocket that sends no `connection_init` within this time is closed with 4408.
     #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
     pub ws_init_timeout: Duration,

@@ -96,7 +96,7 @@ impl Application {
                 config.register_max_per_address,
                 config.register_window,
             ),
-            live: LiveHub::new(config.live_min_interval),
+            live: LiveHub::new(config.live_min_interval, config.live_max_updates_per_second),
             checked_server,
             config: Arc::new(config),
             db,

@@ -11,6 +11,7 @@ pub fn spawn_all(app: &AppContext, stop: &CancellationToken, tasks: &mut JoinSet
     tasks.spawn(crate::expiry::sweep(app.clone(), stop.clone()));
     tasks.spawn(crate::live::run(app.clone(), stop.clone()));
     tasks.spawn(crate::recovery::watch(app.clone(), stop.clone()));
+    tasks.spawn(crate::metrics::sample_live(app.live.clone(), stop.clone()));
     tasks.spawn(crate::metrics::sample_outbox(
         app.engine.clone(),
         stop.clone(),

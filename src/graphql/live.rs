@@ -65,12 +65,14 @@ impl LiveSubscription {
             })?;
             watches.push(app.live.watch_product(row.store, id));
         }
-        Ok(StockStream::new(watches, std::sync::Arc::clone(app.live.pace()))
-            .into_stream()
-            .map(|update| StockUpdate {
-                product_id: ID(update.product.to_string()),
-                available: update.available,
-            }))
+        Ok(
+            StockStream::new(watches, std::sync::Arc::clone(app.live.pace()))
+                .into_stream()
+                .map(|update| StockUpdate {
+                    product_id: ID(update.product.to_string()),
+                    available: update.available,
+                }),
+        )
     }
 
     /// The viewer's orders as they change. With `orderId`: that order now, then again
@@ -193,7 +195,8 @@ fn orders_of(
                     // Read after a later transition (a hold cancelled at once): the change
                     // being reported is still the hold, and the next message reports the rest.
                     Ok(Some(hold))
-                        if change.status == OrderStatus::Held && hold.status != OrderStatus::Held =>
+                        if change.status == OrderStatus::Held
+                            && hold.status != OrderStatus::Held =>
                     {
                         Ok(Order(hold.as_held()))
                     }

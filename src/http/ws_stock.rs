@@ -233,7 +233,7 @@ pub async fn watch(app: &AppContext, product_ids: &[String]) -> Option<StockStre
         let row = rows.get(&id)?;
         watches.push(app.live.watch_product(row.store, id));
     }
-    Some(StockStream::new(watches, app.live.min_interval()))
+    Some(StockStream::new(watches, Arc::clone(app.live.pace())))
 }
 
 /// The subscription's updates as the protocol's messages, each built from the shared

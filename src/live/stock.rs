@@ -1,16 +1,17 @@
 //! One subscriber's view of some products: the first value of each as soon as it is
 //! known, then the latest value whenever it differs from the last one sent, at most once
-//! per `min_interval` per product. A value held back by the interval is sent when the
-//! interval ends, so the last value a subscriber sees is always the latest.
+//! per the hub's `Pace` interval per product (LIVE_MIN_INTERVAL, or longer when the
+//! process's subscribers would exceed their update budget). A value held back by the
+//! interval is sent when the interval ends, so the last value a subscriber sees is always
+//! the latest.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::select_all;
 use futures_util::{FutureExt, Stream};
 use tokio::time::Instant;
 
-use super::hub::ProductWatch;
+use super::hub::{Pace, ProductWatch};
 use crate::domain::ProductId;
 
 /// A product's availability as its watch channel holds it, with the response every
@@ -54,13 +55,13 @@ struct Watched {
 
 pub struct StockStream {
     products: Vec<Watched>,
-    min_interval: Duration,
+    pace: Arc<Pace>,
     /// Where the next scan starts, so a busy product cannot starve the others.
     cursor: usize,
 }
 
 impl StockStream {
-    pub fn new(watches: Vec<ProductWatch>, min_interval: Duration) -> Self {
+    pub fn new(watches: Vec<ProductWatch>, pace: Arc<Pace>) -> Self {
         let now = Instant::now();
         Self {
             products: watches
@@ -71,7 +72,7 @@ impl StockStream {
                     next_at: now,
                 })
                 .collect(),
-            min_interval,
+            pace,
             cursor: 0,
         }
     }
@@ -104,7 +105,8 @@ impl StockStream {
                     continue;
                 }
                 entry.sent = Some(stock.available);
-                entry.next_at = now + self.min_interval;
+                // Read at each send: the interval follows the subscribers coming and going.
+                entry.next_at = now + self.pace.interval();
                 let update = StockUpdate {
                     product: entry.watch.product,
                     available: stock.available,
@@ -147,6 +149,8 @@ impl StockStream {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::domain::StoreId;
     use crate::live::{Change, LiveHub};
@@ -160,10 +164,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn changes_are_coalesced_and_the_latest_is_always_sent_last() {
-        let hub = LiveHub::new(Duration::from_millis(100));
+        let hub = LiveHub::new(Duration::from_millis(100), 0);
         let mut stream = StockStream::new(
             vec![hub.watch_product(StoreId(1), ProductId(1))],
-            hub.min_interval(),
+            Arc::clone(hub.pace()),
         );
         hub.apply(stock(1, 10));
         let first = stream.next_update().await.unwrap();
@@ -184,13 +188,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_product_has_its_own_interval() {
-        let hub = LiveHub::new(Duration::from_millis(100));
+        let hub = LiveHub::new(Duration::from_millis(100), 0);
         let mut stream = StockStream::new(
             vec![
                 hub.watch_product(StoreId(1), ProductId(1)),
                 hub.watch_product(StoreId(1), ProductId(2)),
             ],
-            hub.min_interval(),
+            Arc::clone(hub.pace()),
         );
         hub.apply(stock(1, 3));
         hub.apply(stock(2, 8));

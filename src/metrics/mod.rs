@@ -6,6 +6,7 @@
 
 mod exporter;
 mod graphql;
+mod live;
 mod outbox;
 
 mod handles;
@@ -23,6 +24,7 @@ use handles::Handles;
 
 pub use exporter::Exporter;
 pub use graphql::GraphqlTiming;
+pub use live::sample_live;
 pub use outbox::sample_outbox;
 
 pub const LOCK_ORDERS: &str = "flashstock_lock_orders_total";
@@ -35,6 +37,8 @@ pub const FLUSH_DURATION: &str = "flashstock_flush_duration_seconds";
 pub const GRAPHQL_DURATION: &str = "flashstock_graphql_request_duration_seconds";
 pub const REDIS_SCRIPT_DURATION: &str = "flashstock_redis_script_duration_seconds";
 pub const HTTP_REQUESTS: &str = "flashstock_http_requests_total";
+pub const LIVE_STOCK_WATCHES: &str = "flashstock_live_stock_watches";
+pub const LIVE_UPDATE_INTERVAL: &str = "flashstock_live_update_interval_seconds";
 
 /// Set once a recorder is installed: work done only to feed a metric (the outbox
 /// sampler's reads) is skipped without one.
@@ -86,6 +90,15 @@ fn describe() {
         "Lua script calls by script, send to reply"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP responses by route and status");
+    describe_gauge!(
+        LIVE_STOCK_WATCHES,
+        "stockChanged subscriptions times their products, in this instance"
+    );
+    describe_gauge!(
+        LIVE_UPDATE_INTERVAL,
+        Unit::Seconds,
+        "Shortest time between two stock updates of one product to one subscriber now: LIVE_MIN_INTERVAL, stretched by the LIVE_MAX_UPDATES_PER_SECOND budget"
+    );
 }
 
 /// One lockOrder and how it ended: `held`, `existing`, or the first error code in snake

@@ -783,3 +783,71 @@ async fn a_shared_stock_subscription_completes_and_gives_its_id_back_like_any_ot
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn the_update_budget_stretches_each_subscribers_interval_and_the_last_value_stays_true() {
+    // 11 subscriptions on a budget of 20 updates a second: each is sent one update every
+    // 11 / 20 = 0.55 s at most, whatever LIVE_MIN_INTERVAL (100ms) allows.
+    let options = TestOptions::default()
+        .arg("live-min-interval", "100ms")
+        .arg("live-max-updates-per-second", 20);
+    let (app, store, product) = sale(options, 100).await;
+    let (_, token) = app.create_customer().await;
+    let mut subscribers = Vec::new();
+    for n in 0..11 {
+        let mut subscriber = Subscriber::connect(&app.address, None).await;
+        // One goes through async-graphql's executor rather than the shared responses.
+        let query = if n == 0 { ALIASED } else { STOCK_CHANGED };
+        subscriber
+            .subscribe("s", query, json!({ "ids": [product.0.to_string()] }))
+            .await;
+        subscriber.next_payload("s", Duration::from_secs(2)).await;
+        subscribers.push(subscriber);
+    }
+    // Past every first update's interval, so each subscriber's next one is paced anew.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // A hold every 50 ms for 2 s: without the budget, an update every 100 ms.
+    let selling = async {
+        for _ in 0..40 {
+            hold(&app, &token, product, 1).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let watching = join_all(subscribers.iter_mut().map(|subscriber| async move {
+        let mut seen: Vec<(Instant, i64)> = Vec::new();
+        while seen.last().map(|(_, available)| *available) != Some(60) {
+            match subscriber.event("s", Duration::from_secs(5)).await {
+                Some(Event::Next(payload)) => {
+                    let available = payload["data"]["stockChanged"]["available"]
+                        .as_i64()
+                        .or_else(|| payload["data"]["stockChanged"]["left"].as_i64())
+                        .unwrap_or_else(|| panic!("{payload}"));
+                    seen.push((Instant::now(), available));
+                }
+                other => panic!("never saw 60; saw {seen:?}, then {other:?}"),
+            }
+        }
+        // Nothing after the true value.
+        let after = subscriber.event("s", Duration::from_millis(800)).await;
+        assert!(after.is_none(), "{after:?}");
+        seen
+    }));
+    let ((), seen) = tokio::join!(selling, watching);
+    assert_eq!(app.available(store, product).await, 60);
+    for updates in seen {
+        let gaps: Vec<Duration> = updates
+            .windows(2)
+            .map(|pair| pair[1].0 - pair[0].0)
+            .collect();
+        let values: Vec<i64> = updates.iter().map(|(_, available)| *available).collect();
+        // The first update after the sale began may come at once; every later one waits out
+        // the stretched interval (less a little for delivery jitter).
+        assert!(
+            gaps.iter().all(|gap| *gap >= Duration::from_millis(450)),
+            "{gaps:?} {values:?}"
+        );
+        assert!(updates.len() <= 6, "{values:?}");
+        assert!(values.windows(2).all(|w| w[0] > w[1]), "{values:?}");
+    }
+}

@@ -313,3 +313,47 @@ async fn metrics_are_not_served_on_the_api_port() {
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn the_live_gauges_show_the_watches_and_the_interval_the_budget_holds_them_to() {
+    let _serial = one_at_a_time().await;
+    let sale = Sale::start(&[
+        ("LIVE_MIN_INTERVAL", "100ms"),
+        ("LIVE_MAX_UPDATES_PER_SECOND", "10"),
+    ])
+    .await;
+    let idle = scrape_until(&sale.service, "the live gauges", |s| {
+        s.0.contains_key("flashstock_live_update_interval_seconds")
+    })
+    .await;
+    assert_eq!(idle.get("flashstock_live_stock_watches"), 0.0);
+    assert_eq!(idle.get("flashstock_live_update_interval_seconds"), 0.1);
+
+    // 30 watches on a budget of 10 updates a second: each one every 3 s.
+    let mut subscribers = Vec::new();
+    for _ in 0..30 {
+        let mut subscriber =
+            crate::subscriber::Subscriber::connect(&sale.service.address, None).await;
+        subscriber
+            .subscribe(
+                "s",
+                crate::subscriber::STOCK_CHANGED,
+                json!({ "ids": [sale.product.0.to_string()] }),
+            )
+            .await;
+        subscriber.next_payload("s", Duration::from_secs(5)).await;
+        subscribers.push(subscriber);
+    }
+    let busy = scrape_until(&sale.service, "30 watches", |s| {
+        s.get("flashstock_live_stock_watches") == 30.0
+    })
+    .await;
+    assert_eq!(busy.get("flashstock_live_update_interval_seconds"), 3.0);
+
+    drop(subscribers);
+    let after = scrape_until(&sale.service, "the watches gone", |s| {
+        s.get("flashstock_live_stock_watches") == 0.0
+    })
+    .await;
+    assert_eq!(after.get("flashstock_live_update_interval_seconds"), 0.1);
+}
