@@ -117,6 +117,15 @@ pub struct Config {
     /// Longest a transition waits for REDIS_WAIT_REPLICAS replicas.
     #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "50ms", value_parser = duration, global = true)]
     pub redis_wait_timeout: Duration,
+    /// Most connections per Redis master for transitions that WAIT for replicas (each
+    /// blocks its connection meanwhile); more transitions at once wait for one.
+    #[arg(
+        long,
+        env = "REDIS_WAIT_CONNECTIONS",
+        default_value_t = 32,
+        global = true
+    )]
+    pub redis_wait_connections: usize,
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(
         long,

@@ -54,11 +54,7 @@ impl Application {
         let scripts = RedisConn::connect(&config).await?;
         let engine = HoldEngine::new(redis.clone(), keys.clone(), config.hold_settings())
             .with_script_connection(scripts)
-            .waiting_for_replicas(
-                config.redis_wait_replicas,
-                config.redis_wait_timeout,
-                config.redis_response_timeout,
-            );
+            .waiting_for_replicas(&config);
         // Before any order: a store whose Redis lost writes MySQL has is rebuilt from MySQL
         // (an empty Redis counts once MySQL has seen the store's events). The server's run
         // id is read first, so the recovery watcher knows which server this check covered.

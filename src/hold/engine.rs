@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::keys::KeySpace;
 use super::record::Hold;
-use super::replication::ReplicaWait;
+use super::replication::{ReplicaWait, WaitSettings};
 use super::scripts::SCRIPTS;
 use crate::domain::{
     IdempotencyKey, OrderId, OrderStatus, PaymentReference, ProductId, StoreId, UserId,
@@ -304,16 +304,21 @@ impl HoldEngine {
         }
     }
 
-    /// Holds, confirms and cancels are answered once `replicas` replicas have them, or
-    /// `timeout` passed (then they say so: `Replicated::replicated` is false).
-    pub fn waiting_for_replicas(
-        mut self,
-        replicas: u32,
-        timeout: Duration,
-        response_timeout: Duration,
-    ) -> Self {
-        self.replicas = (replicas > 0)
-            .then(|| ReplicaWait::new(self.redis.clone(), replicas, timeout, response_timeout));
+    /// Holds, confirms and cancels are answered once REDIS_WAIT_REPLICAS replicas have them,
+    /// or REDIS_WAIT_TIMEOUT passed (then they say so: `Replicated::replicated` is false).
+    pub fn waiting_for_replicas(mut self, config: &crate::config::Config) -> Self {
+        self.replicas = (config.redis_wait_replicas > 0).then(|| {
+            ReplicaWait::new(
+                self.redis.clone(),
+                WaitSettings {
+                    replicas: config.redis_wait_replicas,
+                    timeout: config.redis_wait_timeout,
+                    response_timeout: config.redis_response_timeout,
+                    max_connections_per_node: config.redis_wait_connections,
+                    connection_name: format!("flashstock-wait-{}", config.redis_key_prefix),
+                },
+            )
+        });
         self
     }
 
@@ -325,11 +330,7 @@ impl HoldEngine {
             KeySpace::new(config.redis_key_prefix.clone()),
             config.hold_settings(),
         )
-        .waiting_for_replicas(
-            config.redis_wait_replicas,
-            config.redis_wait_timeout,
-            config.redis_response_timeout,
-        ))
+        .waiting_for_replicas(config))
     }
 
     /// Runs the scripts on a connection of their own, so that a server change is seen

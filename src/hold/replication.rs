@@ -2,7 +2,10 @@
 //! have it. `WAIT` counts the replicas that have every write made *on the connection it
 //! runs on*, and it blocks that connection meanwhile; so the script and its `WAIT` run on
 //! a connection of their own to the store's master, never on the shared multiplexed one.
-//! Connections are kept per node for the next transition.
+//! Connections are kept per node for the next transition, and at most
+//! REDIS_WAIT_CONNECTIONS of them per node exist at once: a burst of transitions waits for
+//! one rather than opening a connection each, which a flood of requests could otherwise
+//! push to Redis's `maxclients`, taking every instance's connections down with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisResult, ServerErrorKind};
-use tokio::sync::RwLock;
+use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
 
 use crate::redis_conn::{Node, NodeAddr, RedisConn};
 
@@ -23,6 +26,32 @@ pub struct ReplicaWait {
     /// The nodes as last listed; listed again when a script finds its slot moved.
     nodes: Arc<RwLock<Vec<Node>>>,
     idle: Arc<Mutex<HashMap<NodeAddr, Vec<MultiplexedConnection>>>>,
+    /// Per node, one permit per connection that may exist: a connection is opened only
+    /// under a permit and when none is idle, so a node never has more than `max_per_node`.
+    permits: Arc<Mutex<HashMap<NodeAddr, Arc<Semaphore>>>>,
+    max_per_node: usize,
+    /// `CLIENT SETNAME` of these connections, so an operator (and the tests) can count them.
+    name: String,
+}
+
+/// A connection to one node, taken under one of its permits.
+struct Taken {
+    conn: MultiplexedConnection,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What `ReplicaWait` waits for and on how many connections.
+#[derive(Debug, Clone)]
+pub struct WaitSettings {
+    /// REDIS_WAIT_REPLICAS.
+    pub replicas: u32,
+    /// REDIS_WAIT_TIMEOUT.
+    pub timeout: Duration,
+    /// REDIS_RESPONSE_TIMEOUT; a script and its WAIT may take it plus `timeout`.
+    pub response_timeout: Duration,
+    /// REDIS_WAIT_CONNECTIONS.
+    pub max_connections_per_node: usize,
+    pub connection_name: String,
 }
 
 /// A script's reply and whether enough replicas acknowledged it in time.
@@ -32,14 +61,22 @@ pub struct Waited<T> {
 }
 
 impl ReplicaWait {
-    pub fn new(redis: RedisConn, replicas: u32, timeout: Duration, response: Duration) -> Self {
+    pub fn new(redis: RedisConn, settings: WaitSettings) -> Self {
         Self {
-            replicas,
-            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX).max(1),
-            response_timeout: response + timeout,
+            replicas: settings.replicas,
+            timeout_ms: settings
+                .timeout
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX)
+                .max(1),
+            response_timeout: settings.response_timeout + settings.timeout,
             redis,
             nodes: Arc::default(),
             idle: Arc::default(),
+            permits: Arc::default(),
+            max_per_node: settings.max_connections_per_node.max(1),
+            name: settings.connection_name,
         }
     }
 
@@ -53,11 +90,11 @@ impl ReplicaWait {
         let mut listed_again = false;
         loop {
             let node = self.master_of(key, listed_again).await?;
-            let mut conn = self.take(&node).await?;
-            match invocation.invoke_async::<T>(&mut conn).await {
+            let mut taken = self.take(&node).await?;
+            match invocation.invoke_async::<T>(&mut taken.conn).await {
                 Ok(reply) => {
-                    let replicated = self.wait(&mut conn).await?;
-                    self.give_back(node, conn);
+                    let replicated = self.wait(&mut taken.conn).await?;
+                    self.give_back(node, taken);
                     return Ok(Waited { reply, replicated });
                 }
                 // The slot is elsewhere now (a failover, a resharding): the script did not
@@ -82,14 +119,14 @@ impl ReplicaWait {
     /// changes nothing: `INCRBY key 0` on `key`, which must exist (the store's sequence).
     pub async fn earlier_writes(&self, key: &str) -> RedisResult<bool> {
         let node = self.master_of(key, false).await?;
-        let mut conn = self.take(&node).await?;
+        let mut taken = self.take(&node).await?;
         let _: i64 = redis::cmd("INCRBY")
             .arg(key)
             .arg(0)
-            .query_async(&mut conn)
+            .query_async(&mut taken.conn)
             .await?;
-        let replicated = self.wait(&mut conn).await?;
-        self.give_back(node, conn);
+        let replicated = self.wait(&mut taken.conn).await?;
+        self.give_back(node, taken);
         Ok(replicated)
     }
 
@@ -122,33 +159,58 @@ impl ReplicaWait {
         })
     }
 
-    async fn take(&self, node: &NodeAddr) -> RedisResult<MultiplexedConnection> {
+    /// An idle connection to `node`, or a new one, under one of the node's permits; waits
+    /// for a permit while all of them are in use.
+    async fn take(&self, node: &NodeAddr) -> RedisResult<Taken> {
+        let permits = Arc::clone(
+            self.permits
+                .lock()
+                .expect("wait permits lock poisoned")
+                .entry(node.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_node))),
+        );
+        let permit = permits
+            .acquire_owned()
+            .await
+            .expect("wait permits are never closed");
         let kept = self
             .idle
             .lock()
             .expect("idle connections lock poisoned")
             .get_mut(node)
             .and_then(Vec::pop);
-        match kept {
-            Some(conn) => Ok(conn),
+        let conn = match kept {
+            Some(conn) => conn,
             None => {
                 let config =
                     AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
-                self.redis
+                let mut conn = self
+                    .redis
                     .client_for(node)?
                     .get_multiplexed_async_connection_with_config(&config)
-                    .await
+                    .await?;
+                let () = redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(&self.name)
+                    .query_async(&mut conn)
+                    .await?;
+                conn
             }
-        }
+        };
+        Ok(Taken {
+            conn,
+            _permit: permit,
+        })
     }
 
-    /// Only a connection whose script and `WAIT` both answered is kept.
-    fn give_back(&self, node: NodeAddr, conn: MultiplexedConnection) {
+    /// Only a connection whose script and `WAIT` both answered is kept; its permit goes
+    /// back either way (a connection dropped on an error frees its place).
+    fn give_back(&self, node: NodeAddr, taken: Taken) {
         self.idle
             .lock()
             .expect("idle connections lock poisoned")
             .entry(node)
             .or_default()
-            .push(conn);
+            .push(taken.conn);
     }
 }

@@ -868,6 +868,63 @@ async fn a_change_no_replica_has_in_time_answers_with_the_order_and_not_replicat
     );
 }
 
+/// Connections the service holds open for replicated transitions (named after its prefix).
+async fn wait_connections(redis: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(redis)
+        .await
+        .unwrap();
+    let named = format!(" name={name} ");
+    clients.lines().filter(|line| line.contains(&named)).count()
+}
+
+#[tokio::test]
+async fn a_burst_of_replicated_changes_shares_a_few_connections_instead_of_opening_one_each() {
+    // The shared Redis has no replica: each WAIT 1 holds its connection for the full 30ms.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .arg("redis-wait-replicas", 1)
+            .arg("redis-wait-timeout", "30ms")
+            .arg("redis-wait-connections", 3)
+            .arg("max-holds-per-customer", 0),
+    )
+    .await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 100, 100, None).await;
+    let (_, token) = app.create_customer().await;
+    let name = format!("flashstock-wait-{}", app.keys.prefix());
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut watcher = client.get_multiplexed_async_connection().await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampling = {
+        let (done, name) = (Arc::clone(&done), name.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(wait_connections(&mut watcher, &name).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            most
+        })
+    };
+    // 60 holds at once, each of them WAITing 30ms.
+    let answers =
+        join_all((0..60).map(|_| lock(&app, &token, json!([line(product, 1)]), None))).await;
+    done.store(true, Ordering::Relaxed);
+    let most = sampling.await.unwrap();
+    for answer in &answers {
+        assert_eq!(answer["order"]["status"], "HELD", "{answer}");
+        assert_eq!(codes(answer), ["NOT_REPLICATED"], "{answer}");
+    }
+    assert_eq!(app.available(store, product).await, 40);
+    assert!(most >= 1, "the sampler saw the wait connections");
+    assert!(most <= 3, "{most} wait connections at once");
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    assert!(wait_connections(&mut redis, &name).await <= 3);
+}
+
 #[tokio::test]
 async fn on_a_cluster_with_replicas_a_replicated_change_answers_without_error() {
     let app = spawn_app_with(
