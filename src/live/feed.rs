@@ -16,6 +16,7 @@ use crate::context::AppContext;
 use crate::domain::{ProductId, StoreId};
 use crate::expiry::Backoff;
 use crate::hold::HoldEngine;
+use crate::redis_conn::NodeAddr;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
@@ -34,10 +35,13 @@ pub async fn run(app: AppContext, stop: CancellationToken) {
     };
     let pattern = app.engine.keys().live_pattern();
     let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
-    // A plain PUBLISH reaches every node of a cluster: any node of REDIS_URL serves, and
-    // each attempt takes the next one, so a node that went down is not waited for.
+    // Every node of the cluster as listed after the last subscription: with REDIS_URL's
+    // own, where the next attempts look.
+    let mut known: Vec<NodeAddr> = Vec::new();
+    // A plain PUBLISH reaches every node of a cluster: any node serves, and each attempt
+    // takes the next one, so a node that went down is not waited for.
     for attempt in 0.. {
-        let client = match app.engine.redis().seed_client(attempt) {
+        let client = match app.engine.redis().any_node_client(attempt, &known) {
             Ok(client) => client,
             Err(error) => {
                 tracing::error!(%error, "live feed cannot use REDIS_URL; subscriptions get no updates");
@@ -46,7 +50,7 @@ pub async fn run(app: AppContext, stop: CancellationToken) {
         };
         let error = tokio::select! {
             () = stop.cancelled() => return,
-            error = subscription(&app, &client, &pattern, &mut requests, &mut backoff) => error,
+            error = subscription(&app, &client, &pattern, &mut requests, &mut backoff, &mut known) => error,
         };
         let delay = backoff.next_delay();
         tracing::warn!(error = %format!("{error:#}"), ?delay, "live feed not subscribed; retrying");
@@ -64,6 +68,7 @@ async fn subscription(
     pattern: &str,
     requests: &mut SnapshotRequests,
     backoff: &mut Backoff,
+    known: &mut Vec<NodeAddr>,
 ) -> anyhow::Error {
     let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
@@ -76,6 +81,13 @@ async fn subscription(
     }
     backoff.reset();
     tracing::info!(pattern, "live feed subscribed");
+    if app.engine.redis().is_cluster() {
+        match app.engine.redis().clone().nodes().await {
+            Ok(nodes) => *known = nodes.into_iter().map(|node| node.addr).collect(),
+            // The next attempts still have REDIS_URL's nodes and the last list.
+            Err(error) => tracing::warn!(%error, "live feed cannot list the cluster's nodes"),
+        }
+    }
 
     // Whatever changed while no subscription was open: re-read every watched product.
     let mut pending: Vec<(StoreId, ProductId)> = Vec::new();

@@ -177,10 +177,20 @@ impl RedisConn {
         redis::Client::open(node.apply_to(&self.seeds[0]))
     }
 
-    /// A client for one of REDIS_URL's nodes, taking them in turn (`attempt` counts up):
-    /// where any node serves (a plain pub/sub channel reaches every node of a cluster).
-    pub fn seed_client(&self, attempt: usize) -> RedisResult<redis::Client> {
-        redis::Client::open(self.seeds[attempt % self.seeds.len()].clone())
+    /// A client for one of REDIS_URL's nodes or of `known` (the cluster's nodes as last
+    /// listed), taking them in turn (`attempt` counts up): where any node serves (a plain
+    /// pub/sub channel reaches every node of a cluster), so that a REDIS_URL of one node
+    /// that went down is not the only one tried.
+    pub fn any_node_client(
+        &self,
+        attempt: usize,
+        known: &[NodeAddr],
+    ) -> RedisResult<redis::Client> {
+        let index = attempt % (self.seeds.len() + known.len());
+        match self.seeds.get(index) {
+            Some(seed) => redis::Client::open(seed.clone()),
+            None => self.client_for(&known[index - self.seeds.len()]),
+        }
     }
 
     /// The master owning `key`'s slot in `nodes` (the node itself for a single one).

@@ -1,7 +1,8 @@
 //! flashstock on a Redis Cluster with several instances, as real processes: two instances
 //! selling two stores whose slots live on two masters; a master SIGKILLed mid-sale, its
 //! replica taking over; and `REDIS_WAIT_REPLICAS=1` keeping every hold a buyer was told
-//! of through that failover. Each test ends with `flashstock audit` clean on the cluster.
+//! of through that failover; and the live feed outliving the only node REDIS_URL names.
+//! Each sale test ends with `flashstock audit` clean on the cluster.
 //! The failover tests run on a private cluster (the shared one is never killed) and print
 //! their timings (`-- --nocapture`).
 
@@ -863,4 +864,80 @@ async fn promoted_replica_behind_mysql() {
         "MySQL's SALE rows against Redis's sold units"
     );
     assert_audit_clean(&app, &url);
+}
+
+/// The live feed subscribes on one node (a plain PUBLISH reaches them all). With REDIS_URL
+/// naming a single node that then dies, it moves on to another node of the cluster, so
+/// storefronts keep seeing stock move.
+#[tokio::test]
+async fn the_live_feed_moves_to_another_node_when_the_only_node_in_redis_url_dies() {
+    let _serial = one_at_a_time().await;
+    let mut cluster = PrivateCluster::start().await;
+    let mut app = spawn_app().await;
+    let store = app.create_store().await;
+    let product = app.create_product(store, 1_000, 100, None).await;
+    let tokens = customers(&app, 1).await;
+    app.stop().await;
+    // The one node the service is told of is a replica: killing it moves no slot.
+    let topology = cluster.topology().await;
+    let seed = topology.iter().find(|node| !node.master).unwrap().port;
+    let service = ServiceProcess::start(
+        &app,
+        &format!("redis://127.0.0.1:{seed}"),
+        &on_cluster(&[("MAX_HOLDS_PER_CUSTOMER", "0")]),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut subscriber = crate::subscriber::Subscriber::connect(&service.address, None).await;
+    subscriber
+        .subscribe(
+            "s",
+            crate::subscriber::STOCK_CHANGED,
+            json!({ "ids": [product.to_string()] }),
+        )
+        .await;
+    let available = |payload: Value| payload["data"]["stockChanged"]["available"].as_i64();
+    let first = subscriber.next_payload("s", Duration::from_secs(10)).await;
+    assert_eq!(available(first), Some(100));
+    lock_one(&http, &service.address, &tokens[0], product, None)
+        .await
+        .unwrap();
+    let held = subscriber.next_payload("s", Duration::from_secs(5)).await;
+    assert_eq!(available(held), Some(99));
+
+    cluster.kill(seed);
+    let killed_at = Instant::now();
+    // Holds go on (they never touched the dead replica); the subscriber must see them.
+    let mut holds = 1;
+    let seen = loop {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "no update reached the subscriber in 20 s after its feed's node died"
+        );
+        lock_one(&http, &service.address, &tokens[0], product, None)
+            .await
+            .unwrap();
+        holds += 1;
+        if let Some(crate::subscriber::Event::Next(payload)) =
+            subscriber.event("s", Duration::from_millis(500)).await
+        {
+            break available(payload).unwrap();
+        }
+    };
+    eprintln!(
+        "the feed's node died; an update reached the subscriber {:?} later",
+        killed_at.elapsed()
+    );
+    assert!(
+        seen < 99 && seen >= 100 - holds,
+        "{seen} after {holds} holds"
+    );
+    // And the true value arrives last.
+    let mut last = seen;
+    while let Some(crate::subscriber::Event::Next(payload)) =
+        subscriber.event("s", Duration::from_millis(700)).await
+    {
+        last = available(payload).unwrap();
+    }
+    assert_eq!(last, 100 - holds);
 }
