@@ -395,6 +395,7 @@ impl HoldEngine {
         };
         let key = self.keys.store(store).stock;
         let waited = self.watched(timed(script, replicas.run(&key, invocation)).await)?;
+        crate::metrics::replica_wait(script, waited.replicated);
         if !waited.replicated {
             tracing::warn!(%store, script, "not on REDIS_WAIT_REPLICAS replicas in time");
         }

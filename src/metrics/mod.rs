@@ -37,6 +37,7 @@ pub const FLUSH_DURATION: &str = "flashstock_flush_duration_seconds";
 pub const GRAPHQL_DURATION: &str = "flashstock_graphql_request_duration_seconds";
 pub const REDIS_SCRIPT_DURATION: &str = "flashstock_redis_script_duration_seconds";
 pub const HTTP_REQUESTS: &str = "flashstock_http_requests_total";
+pub const REPLICA_WAITS: &str = "flashstock_replica_waits_total";
 pub const LIVE_STOCK_WATCHES: &str = "flashstock_live_stock_watches";
 pub const LIVE_UPDATE_INTERVAL: &str = "flashstock_live_update_interval_seconds";
 
@@ -90,6 +91,10 @@ fn describe() {
         "Lua script calls by script, send to reply"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP responses by route and status");
+    describe_counter!(
+        REPLICA_WAITS,
+        "Transitions that waited for REDIS_WAIT_REPLICAS replicas, by script and outcome: replicated, or timed_out (answered NOT_REPLICATED)"
+    );
     describe_gauge!(
         LIVE_STOCK_WATCHES,
         "stockChanged subscriptions times their products, in this instance"
@@ -109,6 +114,17 @@ pub fn lock_order(outcome: &'static str) {
     if enabled() {
         BY_OUTCOME.get(outcome).increment(1);
     }
+}
+
+/// One transition that waited for replicas (REDIS_WAIT_REPLICAS): whether they had it in
+/// time. A rising `timed_out` is replicas falling behind, or gone.
+pub fn replica_wait(script: &'static str, replicated: bool) {
+    let outcome = if replicated {
+        "replicated"
+    } else {
+        "timed_out"
+    };
+    counter!(REPLICA_WAITS, "script" => script, "outcome" => outcome).increment(1);
 }
 
 /// Why held units went back to the sale.

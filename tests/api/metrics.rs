@@ -357,3 +357,27 @@ async fn the_live_gauges_show_the_watches_and_the_interval_the_budget_holds_them
     .await;
     assert_eq!(after.get("flashstock_live_update_interval_seconds"), 0.1);
 }
+
+#[tokio::test]
+async fn replica_waits_are_counted_by_outcome() {
+    let _serial = one_at_a_time().await;
+    // The private Redis has no replica: every WAIT 1 runs out.
+    let sale = Sale::start(&[("REDIS_WAIT_REPLICAS", "1"), ("REDIS_WAIT_TIMEOUT", "10ms")]).await;
+    for _ in 0..3 {
+        let payload = lock(&sale.app, &sale.token, sale.product).await;
+        assert_eq!(payload["order"]["status"], "HELD", "{payload}");
+        assert_eq!(payload["errors"][0]["code"], "NOT_REPLICATED", "{payload}");
+    }
+    let counted = scrape_until(&sale.service, "three timed-out waits", |s| {
+        s.get(r#"flashstock_replica_waits_total{script="lock",outcome="timed_out"}"#) >= 3.0
+    })
+    .await;
+    assert_eq!(
+        counted.get(r#"flashstock_replica_waits_total{script="lock",outcome="timed_out"}"#),
+        3.0
+    );
+    assert_eq!(
+        counted.get(r#"flashstock_replica_waits_total{script="lock",outcome="replicated"}"#),
+        0.0
+    );
+}
