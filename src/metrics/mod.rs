@@ -37,6 +37,7 @@ pub const FLUSH_DURATION: &str = "flashstock_flush_duration_seconds";
 pub const GRAPHQL_DURATION: &str = "flashstock_graphql_request_duration_seconds";
 pub const REDIS_SCRIPT_DURATION: &str = "flashstock_redis_script_duration_seconds";
 pub const HTTP_REQUESTS: &str = "flashstock_http_requests_total";
+pub const WAITLIST_HANDOVERS: &str = "flashstock_waitlist_handovers_total";
 pub const REPLICA_WAITS: &str = "flashstock_replica_waits_total";
 pub const LIVE_STOCK_WATCHES: &str = "flashstock_live_stock_watches";
 pub const LIVE_UPDATE_INTERVAL: &str = "flashstock_live_update_interval_seconds";
@@ -91,6 +92,10 @@ fn describe() {
         "Lua script calls by script, send to reply"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP responses by route and status");
+    describe_counter!(
+        WAITLIST_HANDOVERS,
+        "Holds made for the head of a waitlist from units that came back, counted by the instance that flushed them"
+    );
     describe_counter!(
         REPLICA_WAITS,
         "Transitions that waited for REDIS_WAIT_REPLICAS replicas, by script and outcome: replicated, or timed_out (answered NOT_REPLICATED)"
@@ -195,6 +200,13 @@ pub fn graphql_request(field: &'static str, took: Duration) {
 pub fn flushed(events: usize, took: Duration) {
     histogram!(FLUSH_BATCH_SIZE).record(events as f64);
     histogram!(FLUSH_DURATION).record(took.as_secs_f64());
+}
+
+/// Holds a release made for waiting customers, as the flusher writes them to MySQL.
+pub fn waitlist_handovers(holds: usize) {
+    if holds > 0 {
+        counter!(WAITLIST_HANDOVERS).increment(holds as u64);
+    }
 }
 
 /// One HTTP response. `route` is one of the router's paths (a bounded set).

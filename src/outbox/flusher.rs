@@ -202,6 +202,16 @@ impl Flusher {
         let ids: Vec<&str> = batch.iter().map(|entry| entry.id.as_str()).collect();
         self.consumer.ack(first.store, &ids).await?;
         crate::metrics::flushed(batch.len(), started.elapsed());
+        // A hold a release script made for the head of a waitlist, seen here once: its
+        // version-1 event (its later transitions are version 2).
+        crate::metrics::waitlist_handovers(
+            events
+                .iter()
+                .filter(|event| {
+                    matches!(event, OutboxEvent::Order(hold) if hold.from_waitlist && hold.version == 1)
+                })
+                .count(),
+        );
         let oldest = batch.iter().filter_map(Entry::appended_ms).min();
         tracing::debug!(
             store = %first.store,

@@ -381,3 +381,49 @@ async fn replica_waits_are_counted_by_outcome() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_unit_handed_to_a_waiting_customer_is_counted_once_flushed() {
+    let _serial = one_at_a_time().await;
+    let sale = Sale::start(&[("FLUSH_ENABLED", "true")]).await;
+    // The buyer takes all 5 units; a second customer waits for one.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let payload = lock(&sale.app, &sale.token, sale.product).await;
+        held.push(payload["order"]["id"].as_str().unwrap().to_owned());
+    }
+    let (_, waiter) = sale.app.create_customer().await;
+    let joined = sale
+        .app
+        .graphql(
+            "mutation($id: ID!) { joinWaitlist(productId: $id, quantity: 1) { entry { position } errors { code } } }",
+            json!({ "id": sale.product.0.to_string() }),
+            Some(&waiter),
+        )
+        .await;
+    assert_eq!(
+        joined["data"]["joinWaitlist"]["entry"]["position"], 1,
+        "{joined}"
+    );
+    let before = Scrape::take(&sale.service).await.0;
+    let cancelled = sale
+        .app
+        .graphql(CANCEL, json!({ "id": held[0] }), Some(&sale.token))
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelOrder"]["order"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    let after = scrape_until(&sale.service, "the hand-over flushed", |s| {
+        s.get("flashstock_waitlist_handovers_total")
+            - before.get("flashstock_waitlist_handovers_total")
+            >= 1.0
+            && s.0.get("flashstock_outbox_pending") == Some(&0.0)
+    })
+    .await;
+    assert_eq!(
+        after.get("flashstock_waitlist_handovers_total")
+            - before.get("flashstock_waitlist_handovers_total"),
+        1.0
+    );
+}
