@@ -7,7 +7,8 @@
 // Env: BASE_URL, SUBSCRIBERS (1000), BUYERS (2000), UNITS (500), VUS (buyers at once,
 // 200), PACE_MS (200), PROBES (50), SETTLE_SECONDS (5), plus flash_sale.js's account
 // settings. The service needs WS_MAX_CONNECTIONS_PER_ADDRESS above SUBSCRIBERS (k6 runs
-// every socket from one address) and its default HOLD_TTL.
+// every socket from one address), MAX_HOLDS_PER_CUSTOMER=0 (one pacer holds PROBES units)
+// and its default HOLD_TTL.
 //
 // Latency: a pacer holds one unit of a second product every PACE_MS from a start time
 // every subscriber knows, so the k-th hold takes that product from PROBES to PROBES-k
