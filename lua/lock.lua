@@ -33,8 +33,10 @@
 local hold_key, marker_key = KEYS[STORE_KEYS + 1], KEYS[STORE_KEYS + 2]
 local idem_key = KEYS[STORE_KEYS + 3]
 local order_id, user, store_id = ARGV[1], ARGV[2], ARGV[3]
-local hold_ttl_ms, idem_ttl_ms, idem = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local cap, fingerprint = tonumber(ARGV[7]), ARGV[8]
+-- Numbers that only pass through to Redis stay the digits they came as: a Lua number
+-- handed to redis.call is formatted with snprintf, about the price of a HINCRBY.
+local hold_ttl_ms, idem_ttl_ms, idem = ARGV[4], ARGV[5], ARGV[6]
+local cap, fingerprint = ARGV[7], ARGV[8]
 
 if idem_key then
   local existing = redis.call('GET', idem_key)
@@ -51,18 +53,22 @@ if idem_key then
 end
 
 -- Checked here, in the script, so that parallel requests and aliases cannot all pass it.
-if cap > 0 and tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0') >= cap then
-  return { 'TOO_MANY_HOLDS', cap }
+if cap ~= '0' then
+  cap = tonumber(cap)
+  if tonumber(redis.call('HGET', store.bought, holds_field(user)) or '0') >= cap then
+    return { 'TOO_MANY_HOLDS', cap }
+  end
 end
 
 local allow_backorder = ARGV[9] == '1'
 local n = tonumber(ARGV[10])
-local pids, qtys, prices, limit_fields = {}, {}, {}, {}
+local pids, qtys, qty_digits, price_digits, limit_fields = {}, {}, {}, {}, {}
 for i = 1, n do
   local base = 11 + (i - 1) * 3
   pids[i] = ARGV[base]
-  qtys[i] = tonumber(ARGV[base + 1])
-  prices[i] = tonumber(ARGV[base + 2])
+  qty_digits[i] = ARGV[base + 1]
+  qtys[i] = tonumber(qty_digits[i])
+  price_digits[i] = ARGV[base + 2]
   limit_fields[i] = pids[i] .. ':max'
 end
 
@@ -73,7 +79,7 @@ for i = 1, n do
   if not available[i] or not limits[i] then
     unknown[#unknown + 1] = pids[i]
   end
-  limits[i] = tonumber(limits[i] or '0')
+  limits[i] = limits[i] == '0' and 0 or tonumber(limits[i] or '0')
 end
 if #unknown > 0 then
   return { 'UNKNOWN', unpack(unknown) }
@@ -106,6 +112,7 @@ end
 local short, backordered = {}, {}
 for i = 1, n do
   local left = tonumber(available[i])
+  available[i] = left
   backordered[i] = 0
   if left < qtys[i] then
     local open = 0
@@ -124,32 +131,37 @@ if #short > 0 then
   return { 'SHORT', unpack(short) }
 end
 
-local now = now_ms()
-local held_until = now + hold_ttl_ms
+local now, created = now_ms()
+local held_until = now + tonumber(hold_ttl_ms)
 local lines, total, left_after = {}, 0, {}
 for i = 1, n do
   local in_stock, bo = qtys[i] - backordered[i], backordered[i]
-  incr(store.stock, pids[i], -in_stock)
-  left_after[i] = int(tonumber(available[i]) - in_stock)
-  incr(store.held, pids[i], in_stock)
+  if in_stock > 0 then
+    local units = bo == 0 and qty_digits[i] or int(in_stock)
+    left_after[i] = int(redis.call('HINCRBY', store.stock, pids[i], '-' .. units))
+    redis.call('HINCRBY', store.held, pids[i], units)
+  else
+    left_after[i] = int(available[i])
+  end
   if bo > 0 then
     redis.call('HINCRBY', store.backorder, pids[i], -bo)
     redis.call('HINCRBY', store.bo_held, pids[i], bo)
   end
-  redis.call('HINCRBY', store.bought, user .. ':' .. pids[i], qtys[i])
-  lines[i] = encode_line(pids[i], qtys[i], prices[i], bo)
-  total = total + qtys[i] * prices[i]
+  redis.call('HINCRBY', store.bought, user .. ':' .. pids[i], qty_digits[i])
+  lines[i] = encode_line(pids[i], qty_digits[i], price_digits[i], bo)
+  total = total + qtys[i] * tonumber(price_digits[i])
 end
-redis.call('HINCRBY', store.bought, holds_field(user), 1)
+redis.call('HINCRBY', store.bought, holds_field(user), '1')
 
+local held_until_digits = int(held_until)
 local fields = {
   'user', user, 'store', store_id, 'lines', table.concat(lines, ','),
-  'total', int(total), 'status', 'HELD', 'created', int(now),
-  'held_until', int(held_until), 'idem', idem, 'version', 1,
+  'total', int(total), 'status', 'HELD', 'created', created,
+  'held_until', held_until_digits, 'idem', idem, 'version', '1',
 }
 redis.call('HSET', hold_key, unpack(fields))
 redis.call('SET', marker_key, '1', 'PX', hold_ttl_ms)
-redis.call('ZADD', store.deadlines, held_until, order_id)
+redis.call('ZADD', store.deadlines, held_until_digits, order_id)
 if idem_key then
   redis.call('SET', idem_key, order_id .. ' ' .. fingerprint, 'PX', idem_ttl_ms)
 end

@@ -37,7 +37,8 @@ pub async fn sample_outbox(engine: HoldEngine, stop: CancellationToken) {
 }
 
 /// Entries in every store's outbox and dead-letter streams. Acknowledged entries are
-/// deleted in the same MULTI, so a stream's length is its unread plus pending entries.
+/// removed in the same script (`lua/outbox_ack.lua`), so a stream's length is its unread
+/// plus pending entries.
 async fn lengths(engine: &HoldEngine) -> anyhow::Result<(u64, u64)> {
     let stores = engine.stores().await?;
     if stores.is_empty() {

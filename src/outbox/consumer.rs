@@ -1,6 +1,6 @@
 //! This process's seat in the `flusher` consumer group of every store's outbox stream:
 //! creating the groups, reading new and own pending entries, claiming those a silent
-//! consumer left behind, and acknowledging (then deleting) what MySQL has committed.
+//! consumer left behind, and acknowledging (then removing) what MySQL has committed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,6 +28,8 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 
 static FORGET_CONSUMER: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/forget_consumer.lua")));
+static ACK: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../../lua/outbox_ack.lua")));
 
 /// One outbox entry as read from its stream.
 #[derive(Debug, Clone)]
@@ -48,6 +50,14 @@ impl Entry {
     pub fn appended_ms(&self) -> Option<i64> {
         self.id.split_once('-')?.0.parse().ok()
     }
+}
+
+/// A stream id ("<ms>-<seq>") as numbers that sort as Redis orders ids; an id that is not
+/// one sorts first.
+fn stream_id_order(id: &str) -> (u64, u64) {
+    id.split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
+        .unwrap_or_default()
 }
 
 /// Where a store's unreadable outbox entries are kept, beside its outbox stream.
@@ -388,25 +398,23 @@ impl OutboxConsumer {
         Ok(())
     }
 
-    /// Acknowledges entries MySQL has committed and deletes them from the stream, in one
-    /// MULTI so an entry is never acknowledged yet kept (the stream would only grow).
+    /// Acknowledges entries MySQL has committed and removes them from the stream, in one
+    /// script so an entry is never acknowledged yet kept (the stream would only grow).
+    /// The stream is trimmed below the group's oldest pending entry rather than each id
+    /// deleted (`lua/outbox_ack.lua` says why that removes only what MySQL has).
     pub async fn ack(&mut self, store: StoreId, ids: &[&str]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let key = self.keys.store(store).outbox;
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&key)
+        // In ascending order, as the script needs (claimed entries may come after new ones).
+        let mut ids = ids.to_vec();
+        ids.sort_by_key(|id| stream_id_order(id));
+        let _: i64 = ACK
+            .key(&key)
             .arg(GROUP)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(ids)
-            .ignore()
-            .query_async::<()>(&mut self.redis)
+            .arg(&ids)
+            .invoke_async(&mut self.redis)
             .await?;
         Ok(())
     }
@@ -415,5 +423,30 @@ impl OutboxConsumer {
     /// dead-letter stream with the reason, for a person to look at, and lets the flush go on.
     pub async fn set_aside(&mut self, entry: &Entry, reason: &str) -> anyhow::Result<()> {
         super::dead_letters::add(&self.engine, entry, reason).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_sort_as_redis_orders_them() {
+        let mut ids = vec![
+            "1700000000010-0",
+            "999-7",
+            "1700000000009-12",
+            "1700000000009-2",
+        ];
+        ids.sort_by_key(|id| stream_id_order(id));
+        assert_eq!(
+            ids,
+            [
+                "999-7",
+                "1700000000009-2",
+                "1700000000009-12",
+                "1700000000010-0"
+            ]
+        );
     }
 }
