@@ -42,6 +42,29 @@ pub const REPLICA_WAITS: &str = "flashstock_replica_waits_total";
 pub const LIVE_STOCK_WATCHES: &str = "flashstock_live_stock_watches";
 pub const LIVE_UPDATE_INTERVAL: &str = "flashstock_live_update_interval_seconds";
 
+/// How often the gauges read from outside the request path are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `sample` every SAMPLE_EVERY until `stop`; nothing at all when no recorder is
+/// installed (the samples would only feed a metric).
+async fn every_sample<F, Sample>(stop: tokio_util::sync::CancellationToken, mut sample: F)
+where
+    F: FnMut() -> Sample,
+    Sample: Future<Output = ()>,
+{
+    if !enabled() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        sample().await;
+    }
+}
+
 /// Set once a recorder is installed: work done only to feed a metric (the outbox
 /// sampler's reads) is skipped without one.
 static ENABLED: AtomicBool = AtomicBool::new(false);

@@ -2,8 +2,6 @@
 //! set aside as dead letters. Every instance samples the same streams, so dashboards take
 //! `max` over instances, not `sum`.
 
-use std::time::Duration;
-
 use metrics::gauge;
 use tokio_util::sync::CancellationToken;
 
@@ -11,19 +9,9 @@ use super::{OUTBOX_DEAD_LETTERS, OUTBOX_PENDING};
 use crate::hold::HoldEngine;
 use crate::outbox::dead_letter_key;
 
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
 /// Runs until `stop`; does nothing when no recorder is installed.
 pub async fn sample_outbox(engine: HoldEngine, stop: CancellationToken) {
-    if !super::enabled() {
-        return;
-    }
-    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    super::every_sample(stop, || async {
         match lengths(&engine).await {
             Ok((pending, dead)) => {
                 gauge!(OUTBOX_PENDING).set(pending as f64);
@@ -33,7 +21,8 @@ pub async fn sample_outbox(engine: HoldEngine, stop: CancellationToken) {
                 tracing::debug!(error = %format!("{error:#}"), "cannot sample the outbox")
             }
         }
-    }
+    })
+    .await;
 }
 
 /// Entries in every store's outbox and dead-letter streams. Acknowledged entries are
