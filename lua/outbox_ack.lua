@@ -16,13 +16,15 @@
 --   - below the oldest entry still pending in the group (any consumer's: a claimed or
 --     stalled entry, one still being written) nothing is pending, so everything there was
 --     acknowledged;
---   - with nothing pending, the same holds below the newest id acknowledged here.
--- So the floor is the oldest pending id, or else the newest id of this call, and only
--- entries MySQL has are trimmed (whatever the order of the ids: the last one is at
--- least an acknowledged one). The ids of this call at or above the floor (one
--- consumer's batch committed while another's older one is still pending, and the newest
--- id itself) are deleted one by one as before; ascending order lets the script find
--- them from the end without comparing the others.
+--   - with nothing pending, the same holds up to the group's last delivered id.
+-- So the floor is the oldest pending id, or else the group's last delivered id, and only
+-- entries MySQL has are trimmed. Not this call's newest id: on a replica promoted behind
+-- its master, or a Redis restarted from an older file, the group's history can be behind
+-- the ids a flusher committed, and entries it never delivered there would be trimmed
+-- unread. The ids of this call at or above the floor (one consumer's batch committed
+-- while another's older one is still pending, ids the group's history has not reached)
+-- are deleted one by one as before; ascending order lets the script find them from the
+-- end without comparing the others.
 
 local stream, group = KEYS[1], ARGV[1]
 local n = #ARGV
@@ -44,8 +46,22 @@ for i = 2, n, SLICE do
   redis.call('XACK', stream, group, unpack(ARGV, i, math.min(i + SLICE - 1, n)))
 end
 
+-- The group's last delivered id, from XINFO GROUPS (one flat field list per group).
+local function last_delivered()
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for i = 1, #info, 2 do
+      fields[info[i]] = info[i + 1]
+    end
+    if fields['name'] == group then
+      return fields['last-delivered-id']
+    end
+  end
+  return '0-0'
+end
+
 local pending = redis.call('XPENDING', stream, group)
-local floor = pending[1] > 0 and pending[2] or ARGV[n]
+local floor = pending[1] > 0 and pending[2] or last_delivered()
 local removed = redis.call('XTRIM', stream, 'MINID', floor)
 -- The ids are in ascending order: those at or above the floor are the last ones.
 local first = n + 1

@@ -63,7 +63,8 @@ fn decode_lines(raw: &str) -> Option<Vec<HoldLine>> {
 impl Hold {
     /// The order as it stood while HELD, from a record read after it moved on. HELD is the
     /// only state that precedes a transition, and a transition only adds the fields below,
-    /// so this is exactly the record the hold script wrote.
+    /// so this is the record the hold script wrote; only a pre-ordered line's
+    /// `backordered_quantity` may already show a restock that filled it after confirmation.
     pub fn as_held(self) -> Self {
         Self {
             status: OrderStatus::Held,

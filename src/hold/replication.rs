@@ -169,9 +169,18 @@ impl ReplicaWait {
                 .entry(node.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_node))),
         );
-        let permit = permits
-            .acquire_owned()
+        // Past the response timeout the caller learns at once, before anything is written,
+        // rather than queueing until its HTTP request times out: with replicas gone each
+        // connection serves one transition per REDIS_WAIT_TIMEOUT, so a master takes at
+        // most REDIS_WAIT_CONNECTIONS of them per REDIS_WAIT_TIMEOUT.
+        let permit = tokio::time::timeout(self.response_timeout, permits.acquire_owned())
             .await
+            .map_err(|_| {
+                redis::RedisError::from((
+                    ErrorKind::Client,
+                    "every REDIS_WAIT_CONNECTIONS connection to this master is busy",
+                ))
+            })?
             .expect("wait permits are never closed");
         let kept = self
             .idle
@@ -189,11 +198,16 @@ impl ReplicaWait {
                     .client_for(node)?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                let () = redis::cmd("CLIENT")
+                // Only for CLIENT LIST: a name Redis refuses (a REDIS_KEY_PREFIX with a
+                // space) leaves the connection unnamed, not unusable.
+                let named: RedisResult<()> = redis::cmd("CLIENT")
                     .arg("SETNAME")
                     .arg(&self.name)
                     .query_async(&mut conn)
-                    .await?;
+                    .await;
+                if let Err(error) = named {
+                    tracing::debug!(%error, name = self.name, "WAIT connection left unnamed");
+                }
                 conn
             }
         };

@@ -867,3 +867,72 @@ async fn every_final_status_restocks_and_replays_are_recorded_once(topology: Top
 pub(crate) fn flushing() -> TestOptions {
     TestOptions::default().arg("flush-enabled", "true")
 }
+
+/// The acknowledgement trims the stream only below what the group has delivered. A group
+/// whose history is behind the ids a flusher committed (a replica promoted behind its
+/// master) keeps the entries it never delivered, to be read and written to MySQL.
+#[tokio::test]
+async fn acknowledging_never_trims_entries_the_group_has_not_delivered() {
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("t{}:ack-floor", crate::helpers::unique_suffix());
+    let group = flashstock::outbox::GROUP;
+    for n in 1..=10 {
+        let _: String = redis
+            .xadd(&stream, format!("{n}-0"), &[("n", n)])
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(group)
+        .arg("0")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // The group delivered 1..3 only; then a flusher acknowledges 1..3 with 8..10, ids
+    // it read on a master whose history this one lacks.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg("c")
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let ack = redis::Script::new(include_str!("../../lua/outbox_ack.lua"));
+    let _: i64 = ack
+        .key(&stream)
+        .arg(group)
+        .arg(&["1-0", "2-0", "3-0", "8-0", "9-0", "10-0"])
+        .invoke_async(&mut redis)
+        .await
+        .unwrap();
+    let left: Vec<(String, HashMap<String, String>)> = redis
+        .xrange_all::<_, redis::streams::StreamRangeReply>(&stream)
+        .await
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value(v).unwrap()))
+                .collect();
+            (entry.id, fields)
+        })
+        .collect();
+    let ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["4-0", "5-0", "6-0", "7-0"],
+        "undelivered entries stay"
+    );
+    let _: () = redis.del(&stream).await.unwrap();
+}

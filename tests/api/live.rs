@@ -833,7 +833,14 @@ async fn the_update_budget_stretches_each_subscribers_interval_and_the_last_valu
         assert!(after.is_none(), "{after:?}");
         seen
     }));
-    let ((), seen) = tokio::join!(selling, watching);
+    let started = Instant::now();
+    let (sold_in, seen) = tokio::join!(
+        async {
+            selling.await;
+            started.elapsed()
+        },
+        watching
+    );
     assert_eq!(app.available(store, product).await, 60);
     for updates in seen {
         let gaps: Vec<Duration> = updates
@@ -842,12 +849,15 @@ async fn the_update_budget_stretches_each_subscribers_interval_and_the_last_valu
             .collect();
         let values: Vec<i64> = updates.iter().map(|(_, available)| *available).collect();
         // The first update after the sale began may come at once; every later one waits out
-        // the stretched interval (less a little for delivery jitter).
+        // the stretched interval (less delivery jitter on a busy machine; without the budget
+        // the gaps are 100 ms).
         assert!(
-            gaps.iter().all(|gap| *gap >= Duration::from_millis(450)),
+            gaps.iter().all(|gap| *gap >= Duration::from_millis(350)),
             "{gaps:?} {values:?}"
         );
-        assert!(updates.len() <= 6, "{values:?}");
+        // At most one update per 0.55 s of selling, plus the first and the last.
+        let most = 2 + (sold_in.as_secs_f64() / 0.55).ceil() as usize;
+        assert!(updates.len() <= most, "{values:?} in {sold_in:?}");
         assert!(values.windows(2).all(|w| w[0] > w[1]), "{values:?}");
     }
 }
