@@ -5,23 +5,26 @@
 -- this file in those scripts only: every function defined here is built again on every
 -- call, and lock.lua needs none of them.
 --
--- Every script that includes it takes the store's STORE_KEYS keys first, in this order:
+-- Every script that includes it takes the store's keys first, in this order. The line
+-- before this file sets STORE_KEYS, how many it takes: lock.lua takes the first eight,
+-- all it uses (each key passed costs a Lua string on every call), every other script
+-- all fourteen (src/hold/scripts.rs).
 --   KEYS[1] stock      HASH product_id -> available units
 --   KEYS[2] held       HASH product_id -> units in HELD holds
---   KEYS[3] sold       HASH product_id -> units in CONFIRMED holds
---   KEYS[4] bought     HASH "<user>:<product_id>" -> units in the user's HELD + CONFIRMED holds,
+--   KEYS[3] bought     HASH "<user>:<product_id>" -> units in the user's HELD + CONFIRMED holds,
 --                           and "<user>:holds" -> the user's HELD holds (the hold cap)
---   KEYS[5] deadlines  ZSET order_id -> held_until (ms); the sweeper's index
---   KEYS[6] outbox     STREAM of order and stock events, read by the flusher
--- Pre-orders (backorders), counted apart from stock:
---   KEYS[7]  backorder    HASH product_id -> units still open for pre-order
---   KEYS[8]  bo_held      HASH product_id -> pre-ordered units in HELD holds
---   KEYS[9]  bo_sold      HASH product_id -> pre-ordered units in CONFIRMED holds, not yet filled
---   KEYS[10] bo_queue     ZSET (all scores 0) "<pid>:<created ms, 13 digits>:<order>": confirmed
+--   KEYS[4] deadlines  ZSET order_id -> held_until (ms); the sweeper's index
+--   KEYS[5] outbox     STREAM of order and stock events, read by the flusher
+--   KEYS[6] backorder  HASH product_id -> units still open for pre-order
+--   KEYS[7] bo_held    HASH product_id -> pre-ordered units in HELD holds
+--   KEYS[8] terms      HASH "<pid>:max" -> per-customer limit (0 = none),
+--                           "<pid>:bo" -> backorder limit; written by the catalog and terms.lua
+--   KEYS[9] sold       HASH product_id -> units in CONFIRMED holds
+-- Pre-orders (backorders) are counted apart from stock, in backorder, bo_held and:
+--   KEYS[10] bo_sold      HASH product_id -> pre-ordered units in CONFIRMED holds, not yet filled
+--   KEYS[11] bo_queue     ZSET (all scores 0) "<pid>:<created ms, 13 digits>:<order>": confirmed
 --                              pre-orders waiting for stock, oldest first by ZRANGEBYLEX
---   KEYS[11] bo_open      HASH "<order>:<pid>" -> that order's units still waiting for stock
---   KEYS[12] terms        HASH "<pid>:max" -> per-customer limit (0 = none),
---                              "<pid>:bo" -> backorder limit; written by the catalog and terms.lua
+--   KEYS[12] bo_open      HASH "<order>:<pid>" -> that order's units still waiting for stock
 -- Per product: backorder + bo_held + bo_sold == terms[<pid>:bo].
 -- The waitlist (customers waiting for returning units):
 --   KEYS[13] wl_queue     ZSET (all scores 0) "<pid>:<seq, 12 digits>:<user>", first come
@@ -43,14 +46,14 @@
 -- hold handed over from the waitlist). Times are Unix milliseconds from Redis TIME.
 
 local store = {
-  stock = KEYS[1], held = KEYS[2], sold = KEYS[3],
-  bought = KEYS[4], deadlines = KEYS[5], outbox = KEYS[6],
-  backorder = KEYS[7], bo_held = KEYS[8], bo_sold = KEYS[9],
-  bo_queue = KEYS[10], bo_open = KEYS[11], terms = KEYS[12],
-  wl_queue = KEYS[13], wl_entry = KEYS[14],
+  stock = KEYS[1], held = KEYS[2], bought = KEYS[3], deadlines = KEYS[4],
+  outbox = KEYS[5], backorder = KEYS[6], bo_held = KEYS[7], terms = KEYS[8],
   live = string.sub(KEYS[1], 1, -6) .. 'live',
 }
-local STORE_KEYS = 14
+if STORE_KEYS > 8 then
+  store.sold, store.bo_sold, store.bo_queue = KEYS[9], KEYS[10], KEYS[11]
+  store.bo_open, store.wl_queue, store.wl_entry = KEYS[12], KEYS[13], KEYS[14]
+end
 
 -- Redis's clock, never the app's: every instance agrees on when a hold is due.
 -- Returns the time in ms and its digits: TIME's seconds followed by the first three of

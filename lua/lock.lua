@@ -1,5 +1,6 @@
 -- lock.lua: checks and holds every line of one order, all or nothing.
 -- Runs after hold_lib.lua (KEYS[1..STORE_KEYS] are the store's keys described there).
+-- It takes only the first eight, all it uses: STORE_KEYS = 8.
 --
 -- KEYS[S+1]  hold:<order>        the hold to create          (S = STORE_KEYS)
 -- KEYS[S+2]  hold:<order>:ttl    marker whose expiry signals the hold is due

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
-use super::keys::KeySpace;
+use super::keys::{KeySpace, LOCK_STORE_KEYS};
 use super::record::Hold;
 use super::replication::{ReplicaWait, WaitSettings};
 use super::scripts::SCRIPTS;
@@ -568,7 +568,9 @@ impl HoldEngine {
     pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<Replicated<LockOutcome>> {
         let store = request.order.store;
         let mut invocation = SCRIPTS.lock.prepare_invoke();
-        self.store_keys(&mut invocation, store);
+        for key in &self.keys.store(store).all()[..LOCK_STORE_KEYS] {
+            invocation.key(*key);
+        }
         invocation
             .key(self.keys.hold(request.order))
             .key(self.keys.hold_marker(request.order));
