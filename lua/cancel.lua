@@ -7,7 +7,7 @@
 -- ARGV[1]  order id          ARGV[2]  user id of the caller
 -- ARGV[3]  '1' when the caller is an ADMIN (may cancel anyone's hold), else '0'
 -- ARGV[4]  retention of a finished hold (ms)
--- ARGV[5..9] the waitlist hand-over's settings and a fresh order id (see read_waitlist)
+-- ARGV[5..8] the waitlist hand-over's settings and a fresh order id (see read_waitlist)
 --
 -- Replies:
 --   {'CANCELLED'}         released now

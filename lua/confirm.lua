@@ -13,7 +13,7 @@
 -- ARGV[5]  who confirms, kept as the hold's confirmed_by ('payment:<event>', 'ADMIN:<id>')
 -- ARGV[6]  the amount paid in cents, which must equal the hold's total; '' for no check
 -- ARGV[7]  how long KEYS[S+3] keeps its answer (ms); unused without KEYS[S+3]
--- ARGV[8..12] the waitlist hand-over's settings and a fresh order id (see read_waitlist):
+-- ARGV[8..11] the waitlist hand-over's settings and a fresh order id (see read_waitlist):
 --          a hold released here because it is past its deadline hands its units to the
 --          product's waitlist exactly as the sweeper would have
 --

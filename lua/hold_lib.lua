@@ -39,11 +39,14 @@
 -- The store's live channel is named after KEYS[1] ("...:stock" -> "...:live"), so it
 -- carries the same hash tag without taking a KEYS slot (docs/LIVE.md).
 --
--- A hold is a HASH with fields: user, store, lines ("pid:qty:unit_price[:backordered],..."
+-- A hold is a HASH with fields: user, lines ("pid:qty:unit_price[:backordered],..."
 -- where the 4th part, present only when > 0, is how many of the line's units are a
 -- pre-order), total, status, created, held_until, confirmed, finished, payment_ref,
--- confirmed_by, idem, version (1 while HELD, 2 once terminal), and waitlist ('1' on a
--- hold handed over from the waitlist). Times are Unix milliseconds from Redis TIME.
+-- confirmed_by, idem (only when the customer sent an idempotency key), version (1 while
+-- HELD, 2 once terminal), and waitlist ('1' on a hold handed over from the waitlist).
+-- Its store is the one its key names. Times are Unix milliseconds from Redis TIME.
+-- Holds and outbox entries written by earlier releases may also carry `store` and an
+-- empty `idem`; every reader ignores both.
 
 local store = {
   stock = KEYS[1], held = KEYS[2], bought = KEYS[3], deadlines = KEYS[4],

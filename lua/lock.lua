@@ -5,15 +5,16 @@
 -- KEYS[S+1]  hold:<order>        the hold to create          (S = STORE_KEYS)
 -- KEYS[S+2]  hold:<order>:ttl    marker whose expiry signals the hold is due
 -- KEYS[S+3]  idem:<user>:<key>   optional; present only when the client sent a key
--- ARGV[1]  order id            ARGV[2] user id       ARGV[3] store id
--- ARGV[4]  hold TTL (ms)       ARGV[5] idempotency retention (ms)
--- ARGV[6]  idempotency key as sent ('' when none)
--- ARGV[7]  most HELD holds the customer may have in this store (0 = no cap)
--- ARGV[8]  the request's fingerprint: its normalised lines and options, no spaces;
+-- ARGV[1]  order id            ARGV[2] user id
+-- ARGV[3]  hold TTL (ms)       ARGV[4] idempotency retention (ms)
+-- ARGV[5]  idempotency key as sent ('' when none)
+-- ARGV[6]  most HELD holds the customer may have in this store (0 = no cap)
+-- ARGV[7]  the request's fingerprint: its normalised lines and options, no spaces;
 --          '' when no idempotency key was sent (it is stored with the key only)
--- ARGV[9]  '1' when the customer accepts a pre-order for what stock cannot fill, else '0'
--- ARGV[10] n, the number of lines; then n groups of 3 from ARGV[11]:
+-- ARGV[8]  '1' when the customer accepts a pre-order for what stock cannot fill, else '0'
+-- ARGV[9]  n, the number of lines; then n groups of 3 from ARGV[10]:
 --          product id, quantity (> 0), unit price (cents)
+-- The store is the one the keys name: the hold does not repeat it.
 -- Product ids are distinct (the caller sums duplicate lines). The per-customer limit is
 -- read from the store's terms hash, so an ADMIN's change applies to the next request.
 --
@@ -33,11 +34,11 @@
 
 local hold_key, marker_key = KEYS[STORE_KEYS + 1], KEYS[STORE_KEYS + 2]
 local idem_key = KEYS[STORE_KEYS + 3]
-local order_id, user, store_id = ARGV[1], ARGV[2], ARGV[3]
+local order_id, user = ARGV[1], ARGV[2]
 -- Numbers that only pass through to Redis stay the digits they came as: a Lua number
 -- handed to redis.call is formatted with snprintf, about the price of a HINCRBY.
-local hold_ttl_ms, idem_ttl_ms, idem = ARGV[4], ARGV[5], ARGV[6]
-local cap, fingerprint = ARGV[7], ARGV[8]
+local hold_ttl_ms, idem_ttl_ms, idem = ARGV[3], ARGV[4], ARGV[5]
+local cap, fingerprint = ARGV[6], ARGV[7]
 
 if idem_key then
   local existing = redis.call('GET', idem_key)
@@ -61,11 +62,11 @@ if cap ~= '0' then
   end
 end
 
-local allow_backorder = ARGV[9] == '1'
-local n = tonumber(ARGV[10])
+local allow_backorder = ARGV[8] == '1'
+local n = tonumber(ARGV[9])
 local pids, qtys, qty_digits, price_digits, limit_fields = {}, {}, {}, {}, {}
 for i = 1, n do
-  local base = 11 + (i - 1) * 3
+  local base = 10 + (i - 1) * 3
   pids[i] = ARGV[base]
   qty_digits[i] = ARGV[base + 1]
   qtys[i] = tonumber(qty_digits[i])
@@ -156,10 +157,14 @@ redis.call('HINCRBY', store.bought, holds_field(user), '1')
 
 local held_until_digits = int(held_until)
 local fields = {
-  'user', user, 'store', store_id, 'lines', table.concat(lines, ','),
+  'user', user, 'lines', table.concat(lines, ','),
   'total', int(total), 'status', 'HELD', 'created', created,
-  'held_until', held_until_digits, 'idem', idem, 'version', '1',
+  'held_until', held_until_digits, 'version', '1',
 }
+if idem ~= '' then
+  fields[#fields + 1] = 'idem'
+  fields[#fields + 1] = idem
+end
 redis.call('HSET', hold_key, unpack(fields))
 redis.call('SET', marker_key, '1', 'PX', hold_ttl_ms)
 redis.call('ZADD', store.deadlines, held_until_digits, order_id)

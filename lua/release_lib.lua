@@ -71,9 +71,9 @@ end
 -- without it, so no path can give units back without handing them to the line first.
 -- `release` and restock.lua then hand what came back to the head of the product's
 -- waitlist before the script ends, so no other buyer ever sees it.
--- ARGV[i] hold TTL (ms)  ARGV[i+1] hold cap (0 = none)  ARGV[i+2] store id
--- ARGV[i+3] prefix of the store's hold keys
--- ARGV[i+4] a fresh order id (a UUIDv7) for the first hand-over. Lua cannot make UUIDs:
+-- ARGV[i] hold TTL (ms)  ARGV[i+1] hold cap (0 = none)
+-- ARGV[i+2] prefix of the store's hold keys
+-- ARGV[i+3] a fresh order id (a UUIDv7) for the first hand-over. Lua cannot make UUIDs:
 --           the n-th hand-over's id is this one with n - 1 added to its last 8 hex digits
 --           (modulo 2^32). Those digits are random in a UUIDv7, and the 42-bit counter
 --           before them differs between ids made in the same millisecond, so the ids of
@@ -85,14 +85,14 @@ local waitlist = nil
 local MAX_HANDOVERS = 1000
 
 local function read_waitlist(i)
-  local head, tail = string.match(ARGV[i + 4] or '',
+  local head, tail = string.match(ARGV[i + 3] or '',
     '^(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x)(%x%x%x%x%x%x%x%x)$')
   if not head then
-    error('the waitlist hand-over needs a fresh order id, got ' .. tostring(ARGV[i + 4]))
+    error('the waitlist hand-over needs a fresh order id, got ' .. tostring(ARGV[i + 3]))
   end
   waitlist = {
-    hold_ttl = tonumber(ARGV[i]), cap = tonumber(ARGV[i + 1]), store_id = ARGV[i + 2],
-    prefix = ARGV[i + 3], id_head = head, id_tail = tonumber(tail, 16), made = 0,
+    hold_ttl = tonumber(ARGV[i]), cap = tonumber(ARGV[i + 1]),
+    prefix = ARGV[i + 2], id_head = head, id_tail = tonumber(tail, 16), made = 0,
   }
 end
 
@@ -166,9 +166,9 @@ local function hold_for_waiter(user, pid, qty, price, now)
   local held_until = now + waitlist.hold_ttl
   local hold_key = waitlist.prefix .. order_id
   local fields = {
-    'user', user, 'store', waitlist.store_id, 'lines', encode_line(pid, qty, price, 0),
+    'user', user, 'lines', encode_line(pid, qty, price, 0),
     'total', int(qty * price), 'status', 'HELD', 'created', int(now),
-    'held_until', int(held_until), 'idem', '', 'version', 1, 'waitlist', '1',
+    'held_until', int(held_until), 'version', 1, 'waitlist', '1',
   }
   incr(store.stock, pid, -qty)
   incr(store.held, pid, qty)

@@ -9,7 +9,7 @@
 -- ARGV[4]  reason text ('' when none)
 -- ARGV[5]  the prefix of the store's hold keys ("<prefix>:{store:<id>}:hold:"); a filled
 --          order's hold, while the store keeps it, shows its new pre-ordered count
--- ARGV[6..10] the waitlist hand-over's settings and a fresh order id (see read_waitlist):
+-- ARGV[6..9] the waitlist hand-over's settings and a fresh order id (see read_waitlist):
 --          after the pre-orders, the waitlist is fed before anything becomes available
 --
 -- Replies:

@@ -472,14 +472,13 @@ impl HoldEngine {
         Duration::from_millis(self.idempotency_ttl_ms)
     }
 
-    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/hold_lib.lua`): every
+    /// The waitlist hand-over's ARGV (see `read_waitlist` in `lua/release_lib.lua`): every
     /// script that may release units takes it. The one fresh order id is the first
     /// hand-over's; the script derives the others from it.
     fn waitlist_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
         invocation
             .arg(self.hold_ttl_ms)
             .arg(self.max_holds_per_customer)
-            .arg(store.0)
             .arg(self.keys.hold_prefix(store))
             .arg(uuid::Uuid::now_v7().to_string());
     }
@@ -580,7 +579,6 @@ impl HoldEngine {
         invocation
             .arg(request.order.uuid.to_string())
             .arg(request.user.0)
-            .arg(store.0)
             .arg(self.hold_ttl_ms)
             .arg(self.idempotency_ttl_ms)
             .arg(request.idempotency_key.as_ref().map_or("", |k| k.as_str()))

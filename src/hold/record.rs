@@ -120,24 +120,27 @@ mod tests {
             .join(",")
     }
 
+    fn to_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const LOCKED: [(&str, &str); 7] = [
+        ("user", "5"),
+        ("lines", "3:2:1999,4:3:500:2"),
+        ("total", "4498"),
+        ("status", "HELD"),
+        ("created", "1763900000000"),
+        ("held_until", "1763900600000"),
+        ("version", "1"),
+    ];
+
     #[test]
     fn fields_written_by_the_lock_script_parse() {
         let id = OrderId::new(StoreId(1));
-        let fields: HashMap<String, String> = [
-            ("user", "5"),
-            ("store", "1"),
-            ("lines", "3:2:1999,4:3:500:2"),
-            ("total", "4498"),
-            ("status", "HELD"),
-            ("created", "1763900000000"),
-            ("held_until", "1763900600000"),
-            ("idem", ""),
-            ("version", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let hold = Hold::from_fields(id, &fields).unwrap();
+        let hold = Hold::from_fields(id, &to_map(&LOCKED)).unwrap();
         assert_eq!(hold.lines.len(), 2);
         assert_eq!(
             hold.lines[0],
@@ -152,6 +155,24 @@ mod tests {
         assert_eq!(encode_lines(&hold.lines), "3:2:1999,4:3:500:2");
         assert!(hold.idempotency_key.is_none());
         assert_eq!(hold.status, OrderStatus::Held);
+
+        let mut keyed = LOCKED.to_vec();
+        keyed.push(("idem", "checkout-1"));
+        let hold = Hold::from_fields(id, &to_map(&keyed)).unwrap();
+        assert_eq!(
+            hold.idempotency_key.as_ref().map(|k| k.as_str()),
+            Some("checkout-1")
+        );
+    }
+
+    #[test]
+    fn holds_written_with_a_store_and_an_empty_key_read_the_same() {
+        let id = OrderId::new(StoreId(1));
+        let mut earlier = LOCKED.to_vec();
+        earlier.extend([("store", "1"), ("idem", "")]);
+        let then = Hold::from_fields(id, &to_map(&earlier)).unwrap();
+        let now = Hold::from_fields(id, &to_map(&LOCKED)).unwrap();
+        assert_eq!(format!("{then:?}"), format!("{now:?}"));
     }
 
     #[test]

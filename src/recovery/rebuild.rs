@@ -372,15 +372,17 @@ pub async fn rebuild(
         let hold_key = engine.keys().hold(id);
         let mut fields = vec![
             ("user", order.user.to_string()),
-            ("store", store.to_string()),
             ("lines", lines.join(",")),
             ("total", order.total.to_string()),
             ("status", "HELD".to_owned()),
             ("created", order.created.to_string()),
             ("held_until", order.held_until.to_string()),
-            ("idem", order.idem.clone().unwrap_or_default()),
             ("version", "1".to_owned()),
         ];
+        // As lock.lua writes a hold: the key only when there is one.
+        if let Some(idem) = &order.idem {
+            fields.push(("idem", idem.clone()));
+        }
         if order.from_waitlist {
             fields.push(("waitlist", "1".to_owned()));
         }
