@@ -66,8 +66,27 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// Rows per multi-row INSERT: far below MySQL's 65,535 placeholders per statement.
-const ROWS_PER_INSERT: usize = 1000;
+/// The most rows one multi-row statement takes: a power of two, far below MySQL's 65,535
+/// placeholders per statement.
+const MOST_ROWS: usize = 512;
+
+/// `rows` in chunks whose sizes are powers of two, largest first (370 rows: 256, 64, 32,
+/// 16, 2). sqlx keeps each statement text it runs prepared on its connection, so a table
+/// sees at most ten texts and each is prepared once per connection. A chunk of any size
+/// would be a new text, prepared again for almost every batch: MariaDB parsing it and
+/// answering with one packet per placeholder, thousands per batch.
+fn chunks_of_prepared_sizes<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = rest.len().min(MOST_ROWS);
+        let (chunk, tail) = rest.split_at(1 << size.ilog2());
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 fn naive(at: DateTime<Utc>) -> chrono::NaiveDateTime {
     at.naive_utc()
@@ -93,7 +112,7 @@ const UPSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, store_id, status, 
      version = GREATEST(version, VALUES(version))";
 
 async fn upsert_orders(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx::Result<()> {
-    for chunk in orders.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks_of_prepared_sizes(orders) {
         let sql = UPSERT_ORDERS.replace("{rows}", &placeholders(chunk.len(), 14));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for hold in chunk {
@@ -123,7 +142,7 @@ async fn insert_lines(tx: &mut Transaction<'_, MySql>, orders: &[&Hold]) -> sqlx
         .iter()
         .flat_map(|hold| hold.lines.iter().map(move |line| (hold.id.uuid, line)))
         .collect();
-    for chunk in lines.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks_of_prepared_sizes(&lines) {
         // A no-op update rather than INSERT IGNORE, which would also hide a broken
         // foreign key.
         let sql = format!(
@@ -287,7 +306,7 @@ async fn insert_ignore(
     rows: &[Movement<'_>],
 ) -> sqlx::Result<u64> {
     let mut inserted = 0;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks_of_prepared_sizes(rows) {
         let sql = format!(
             "INSERT IGNORE INTO {} \
              (movement_key, product_id, delta, reason, order_id, note, created_at) VALUES {}",
@@ -344,7 +363,7 @@ async fn stored_orders(
     orders: &[&Hold],
 ) -> sqlx::Result<HashMap<String, (Option<OrderStatus>, u32)>> {
     let mut stored = HashMap::new();
-    for chunk in orders.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks_of_prepared_sizes(orders) {
         let sql = format!(
             "SELECT id, CAST(status AS CHAR) AS status, version FROM orders \
              WHERE id IN ({}) FOR UPDATE",
@@ -537,4 +556,32 @@ async fn apply_deltas(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_written_in_chunks_of_few_sizes() {
+        for rows in [0, 1, 2, 3, 7, 370, 500, 511, 512, 513, 1500] {
+            let batch: Vec<usize> = (0..rows).collect();
+            let chunks: Vec<&[usize]> = chunks_of_prepared_sizes(&batch).collect();
+            assert_eq!(chunks.concat(), batch, "every row once, in order");
+            let sizes: Vec<usize> = chunks.iter().map(|chunk| chunk.len()).collect();
+            assert!(
+                sizes
+                    .iter()
+                    .all(|&size| size.is_power_of_two() && size <= MOST_ROWS),
+                "{rows}: {sizes:?}"
+            );
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{rows}: {sizes:?}");
+        }
+        let sizes = |rows: usize| -> Vec<usize> {
+            let batch = vec![(); rows];
+            chunks_of_prepared_sizes(&batch).map(<[()]>::len).collect()
+        };
+        assert_eq!(sizes(370), [256, 64, 32, 16, 2]);
+        assert_eq!(sizes(1500), [512, 512, 256, 128, 64, 16, 8, 4]);
+    }
 }
