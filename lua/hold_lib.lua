@@ -1,9 +1,9 @@
 -- hold_lib.lua: helpers shared by every hold script. It is not run alone: the
 -- service prepends it to each script body before loading, so a helper is written once
--- and every script still runs as one atomic EVALSHA. The helpers of scripts that give
--- units back (pre-orders, the waitlist, `release`) are in release_lib.lua, which follows
--- this file in those scripts only: every function defined here is built again on every
--- call, and lock.lua needs none of them.
+-- and every script still runs as one atomic EVALSHA. Every function defined here is
+-- built again on every call, so this file holds only what lock.lua uses too; the helpers
+-- of scripts that end holds or give units back (pre-orders, the waitlist, `release`, the
+-- order's event) are in release_lib.lua, which follows this file in those scripts only.
 --
 -- Every script that includes it takes the store's keys first, in this order. The line
 -- before this file sets STORE_KEYS, how many it takes: lock.lua takes the first eight,
@@ -72,31 +72,9 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- HINCRBY that skips a zero step: Lua's -0 reaches Redis as "-0", which is no integer.
-local function incr(key, field, by)
-  if by ~= 0 then
-    redis.call('HINCRBY', key, field, by)
-  end
-end
-
 -- The field of `bought` that counts a customer's HELD holds in this store.
 local function holds_field(user)
   return user .. ':holds'
-end
-
--- A HELD hold of `user` ended (confirmed or released): its slot under the cap is free.
-local function end_hold(user)
-  local field = holds_field(user)
-  if redis.call('HINCRBY', store.bought, field, -1) <= 0 then
-    redis.call('HDEL', store.bought, field)
-  end
-end
-
--- Calls fn(pid, quantity, unit_price, backordered) for each line of a hold.
-local function each_line(lines, fn)
-  for pid, qty, price, bo in string.gmatch(lines, '(%d+):(%d+):(%d+):?(%d*)') do
-    fn(pid, tonumber(qty), tonumber(price), tonumber(bo) or 0)
-  end
 end
 
 -- The store's sequence, one more for every outbox event and carried in it as `seq`; MySQL
@@ -118,17 +96,6 @@ local function encode_line(pid, qty, price, bo)
     line = line .. ':' .. bo
   end
   return line
-end
-
--- Appends the hold's whole current state, so the flusher can upsert it without
--- reading anything else and a replayed or reordered event is harmless.
-local function append_order_event(order_id, hold_key)
-  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq() }
-  local fields = redis.call('HGETALL', hold_key)
-  for i = 1, #fields do
-    args[#args + 1] = fields[i]
-  end
-  return redis.call(unpack(args))
 end
 
 -- Tells live subscribers what changed, in the same atomic step as the change. One

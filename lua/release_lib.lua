@@ -1,8 +1,44 @@
--- release_lib.lua: the helpers of scripts that give units back or hand them over:
--- pre-orders, the waitlist and `release`. It is not run alone: the service prepends
+-- release_lib.lua: the helpers of scripts that end holds, give units back or hand them
+-- over: the hold's counters and event, pre-orders, the waitlist and `release`. It is not run alone: the service prepends
 -- hold_lib.lua and then this file to the bodies that need them (cancel, confirm, expire,
 -- restock, waitlist; src/hold/scripts.rs), so lock.lua, the hottest script, does not build
 -- these functions on every call. Its KEYS are hold_lib.lua's store keys.
+
+-- ---------------------------------------------------------------------------------
+-- Holds that end or change: counters, lines and the order's event
+
+-- HINCRBY that skips a zero step: Lua's -0 reaches Redis as "-0", which is no integer.
+local function incr(key, field, by)
+  if by ~= 0 then
+    redis.call('HINCRBY', key, field, by)
+  end
+end
+
+-- A HELD hold of `user` ended (confirmed or released): its slot under the cap is free.
+local function end_hold(user)
+  local field = holds_field(user)
+  if redis.call('HINCRBY', store.bought, field, -1) <= 0 then
+    redis.call('HDEL', store.bought, field)
+  end
+end
+
+-- Calls fn(pid, quantity, unit_price, backordered) for each line of a hold.
+local function each_line(lines, fn)
+  for pid, qty, price, bo in string.gmatch(lines, '(%d+):(%d+):(%d+):?(%d*)') do
+    fn(pid, tonumber(qty), tonumber(price), tonumber(bo) or 0)
+  end
+end
+
+-- Appends the hold's whole current state, so the flusher can upsert it without
+-- reading anything else and a replayed or reordered event is harmless.
+local function append_order_event(order_id, hold_key)
+  local args = { 'XADD', store.outbox, '*', 'type', 'order', 'order', order_id, 'seq', next_seq() }
+  local fields = redis.call('HGETALL', hold_key)
+  for i = 1, #fields do
+    args[#args + 1] = fields[i]
+  end
+  return redis.call(unpack(args))
+end
 
 -- ---------------------------------------------------------------------------------
 -- Pre-orders (backorders)
