@@ -1,8 +1,9 @@
 -- release_lib.lua: the helpers of scripts that end holds, give units back or hand them
--- over: the hold's counters and event, pre-orders, the waitlist and `release`. It is not run alone: the service prepends
--- hold_lib.lua and then this file to the bodies that need them (cancel, confirm, expire,
--- restock, waitlist; src/hold/scripts.rs), so lock.lua, the hottest script, does not build
--- these functions on every call. Its KEYS are hold_lib.lua's store keys.
+-- over: the hold's counters and event, pre-orders, the waitlist and `release`. It is not
+-- run alone: the service prepends hold_lib.lua and then this file to the bodies that need
+-- them (cancel, confirm, expire, restock, waitlist; src/hold/scripts.rs), so lock.lua, the
+-- hottest script, does not build these functions on every call. Its KEYS are
+-- hold_lib.lua's store keys.
 
 -- ---------------------------------------------------------------------------------
 -- Holds that end or change: counters, lines and the order's event

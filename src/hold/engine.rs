@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use tokio::time::Instant;
 
-use super::keys::{KeySpace, LOCK_STORE_KEYS};
+use super::keys::{KeySpace, LOCK_STORE_KEYS, STORE_KEYS};
 use super::record::Hold;
 use super::replication::{ReplicaWait, WaitSettings};
 use super::scripts::SCRIPTS;
@@ -567,9 +567,7 @@ impl HoldEngine {
     pub async fn lock(&self, request: &LockRequest) -> anyhow::Result<Replicated<LockOutcome>> {
         let store = request.order.store;
         let mut invocation = SCRIPTS.lock.prepare_invoke();
-        for key in &self.keys.store(store).all()[..LOCK_STORE_KEYS] {
-            invocation.key(*key);
-        }
+        self.first_store_keys(&mut invocation, store, LOCK_STORE_KEYS);
         invocation
             .key(self.keys.hold(request.order))
             .key(self.keys.hold_marker(request.order));
@@ -771,8 +769,18 @@ impl HoldEngine {
 
     /// The store keys every hold script takes first (see `lua/hold_lib.lua`).
     fn store_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, store: StoreId) {
-        for key in self.keys.store(store).all() {
-            invocation.key(key);
+        self.first_store_keys(invocation, store, STORE_KEYS);
+    }
+
+    /// The first `count` of them: the lock script takes only those it uses.
+    fn first_store_keys(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        store: StoreId,
+        count: usize,
+    ) {
+        for key in &self.keys.store(store).all()[..count] {
+            invocation.key(*key);
         }
     }
 
